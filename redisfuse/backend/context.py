@@ -1,0 +1,102 @@
+"""What every part of an open volume shares: client, keys, scripts, ids, clock.
+
+Holds no filesystem rules itself; namespace.py, data.py and the others take a
+Context so that they can be composed by volume.py and tested alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError, RedisError, ResponseError, TimeoutError
+
+from ..errors import BackendUnavailable, FSError, NoSpace
+from .keys import Keys, SessionId
+from .model import Settings
+from .scripts import Scripts
+
+
+def now_ns() -> int:
+    """Wall-clock time in nanoseconds (what POSIX timestamps hold)."""
+    return time.time_ns()
+
+
+class IdAllocator:
+    """Hands out ids from ranges reserved with one INCRBY, so most ids cost no round trip.
+
+    A lost reply to INCRBY wastes a range but never hands one id out twice.
+    """
+
+    def __init__(self, client: Redis, key: str, batch: int) -> None:
+        self._client = client
+        self._key = key
+        self._batch = batch
+        self._next = 0
+        self._end = 0
+        self._lock = anyio.Lock()
+
+    def __repr__(self) -> str:
+        return f"<IdAllocator {self._key} next={self._next} end={self._end}>"
+
+    async def take(self, count: int = 1) -> list[int]:
+        """Return ``count`` fresh ids."""
+        out: list[int] = []
+        async with self._lock:
+            while len(out) < count:
+                if self._next >= self._end:
+                    want = max(self._batch, count - len(out))
+                    top = int(await self._client.incrby(self._key, want))
+                    self._next, self._end = top - want + 1, top + 1
+                take = min(count - len(out), self._end - self._next)
+                out.extend(range(self._next, self._next + take))
+                self._next += take
+        return out
+
+
+@dataclass(eq=False)
+class Context:
+    """The shared state of one open volume on this node."""
+
+    client: Redis
+    keys: Keys
+    scripts: Scripts
+    settings: Settings
+    address: str
+    session: SessionId = SessionId(0)
+    inode_ids: IdAllocator = field(init=False)
+    object_ids: IdAllocator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.inode_ids = IdAllocator(self.client, self.keys.counter_ino, 256)
+        self.object_ids = IdAllocator(self.client, self.keys.counter_obj, 1024)
+
+    async def script(self, name: str, keys: list[str], args: list[Any]) -> list[Any]:
+        """Run a Lua script, turning Redis failures into FSErrors."""
+        with self.guard():
+            return await self.scripts.call(self.client, name, keys, args)
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Turn any Redis failure raised inside the block into an FSError."""
+        try:
+            yield
+        except (RedisError, OSError) as exc:
+            if isinstance(exc, FSError):
+                raise
+            raise self.translate(exc) from exc
+
+    def translate(self, exc: BaseException) -> FSError:
+        """The one place that maps Redis failures to filesystem errors."""
+        if isinstance(exc, ResponseError) and str(exc).startswith("OOM"):
+            return NoSpace(f"Redis at {self.address} is out of memory")
+        if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
+            return BackendUnavailable(f"Redis at {self.address} is unreachable: {exc}")
+        if isinstance(exc, ResponseError):
+            return BackendUnavailable(f"Redis at {self.address} failed: {exc}")
+        return BackendUnavailable(f"Redis at {self.address}: {exc}")

@@ -1,0 +1,266 @@
+"""File contents: block maps, reads, buffered writes and their commits.
+
+Data lives in immutable 64 KiB objects (codec.py) referenced from ``m:INO``.
+Writes gather in a per-inode buffer of whole blocks on this node and are
+committed by one pipeline (the objects' SETs, then the commit script that swaps
+their ids into the map and grows the size). A crash between the SETs and the
+commit leaves unreferenced objects (found by fsck/gc), never a torn file.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+
+from ..errors import FSError
+from . import codec
+from .cache import ObjectCache
+from .context import Context, now_ns
+from .scripts import check
+
+log = logging.getLogger(__name__)
+
+THREAD_THRESHOLD = 128 * 1024
+"""Batches of at least this many bytes are (de)compressed in a worker thread."""
+
+
+class DirtyFile:
+    """Unflushed writes to one inode on this node: whole blocks, by index."""
+
+    def __init__(self, ino: int) -> None:
+        self.ino = ino
+        self.blocks: dict[int, bytearray] = {}
+        self.end = 0
+        """Offset just past the last byte written; the size after the flush is at least this."""
+        self.known_size = -1
+        """Committed size as last seen here, to skip loading blocks past the end (-1: unknown)."""
+        self.lock = anyio.Lock()
+
+    def __repr__(self) -> str:
+        return f"<DirtyFile ino={self.ino} blocks={len(self.blocks)} end={self.end}>"
+
+    @property
+    def buffered(self) -> int:
+        return sum(len(b) for b in self.blocks.values())
+
+
+class BlockStore:
+    """Reads and writes the data of regular files."""
+
+    def __init__(self, ctx: Context, cache: ObjectCache, level: int = 1) -> None:
+        self.ctx = ctx
+        self.keys = ctx.keys
+        self.cache = cache
+        self.bs = ctx.settings.block_size
+        self.codec = codec.CODECS.get(ctx.settings.codec, codec.ZLIB)
+        self.level = level
+        self.before_commit: Callable[[], Awaitable[None]] | None = None
+        """Test hook awaited after the objects are stored and before the map is committed."""
+
+    def __repr__(self) -> str:
+        return f"<BlockStore {self.keys.volume!r} {self.cache!r}>"
+
+    async def _fetch(self, values: list[bytes | None]) -> list[bytes | None]:
+        """Decoded contents for block map values (None for holes); EIO when corrupt."""
+        parsed: list[tuple[int, int] | None] = []
+        got: dict[int, bytes] = {}
+        missing: list[int] = []
+        for value in values:
+            if value is None:
+                parsed.append(None)
+                continue
+            try:
+                obj_s, valid_s = value.split(b":")
+                obj, valid = int(obj_s), int(valid_s)
+            except ValueError:
+                log.error("corrupt block map entry %r in volume %s", value, self.keys.volume)
+                raise FSError(errno.EIO, "corrupt block map entry") from None
+            parsed.append((obj, valid))
+            if obj not in got:
+                cached = self.cache.get(obj)
+                if cached is None:
+                    missing.append(obj)
+                    got[obj] = b""
+                else:
+                    got[obj] = cached
+        if missing:
+            got.update(await self._load_objects(missing))
+        return [None if p is None else got[p[0]][: p[1]] for p in parsed]
+
+    async def _load_objects(self, ids: list[int]) -> dict[int, bytes]:
+        """GET and decode objects in one round trip; EIO (and a log line) when one is bad."""
+        with self.ctx.guard():
+            stored = await self.ctx.client.mget([self.keys.obj(i) for i in ids])
+        for obj, raw in zip(ids, stored, strict=True):
+            if raw is None:
+                log.error("object %d missing in volume %s", obj, self.keys.volume)
+                raise FSError(errno.EIO, f"object {obj} is missing")
+        if sum(len(r) for r in stored) >= THREAD_THRESHOLD:
+            decoded = await anyio.to_thread.run_sync(codec.decode_many, stored)
+        else:
+            decoded = codec.decode_many(stored)
+        out: dict[int, bytes] = {}
+        for obj, data in zip(ids, decoded, strict=True):
+            if isinstance(data, codec.CorruptObject):
+                log.error("object %d of volume %s is corrupt: %s", obj, self.keys.volume, data)
+                raise FSError(errno.EIO, f"object {obj} is corrupt")
+            self.cache.put(obj, data)
+            out[obj] = data
+        return out
+
+    async def read(self, ino: int, offset: int, size: int, dirty: DirtyFile | None) -> bytes:
+        """Read up to ``size`` bytes at ``offset``; holes and the part past EOF read as zeros/short."""
+        if offset < 0 or size < 0:
+            raise FSError(errno.EINVAL, "negative offset or size")
+        bs = self.bs
+        first = offset // bs
+        last = (offset + max(size, 1) - 1) // bs
+        indexes = list(range(first, last + 1))
+        res = await self.ctx.script(
+            "read_map", [self.keys.inode(ino), self.keys.blockmap(ino)], indexes
+        )
+        file_size = int(res[1])
+        if dirty is not None:
+            file_size = max(file_size, dirty.end)
+        end = min(offset + size, file_size)
+        if end <= offset:
+            return b""
+        values: list[bytes | None] = list(res[3])
+        blocks = await self._fetch(values)
+        out = bytearray()
+        for idx, data in zip(indexes, blocks, strict=True):
+            if dirty is not None and idx in dirty.blocks:
+                data = bytes(dirty.blocks[idx])
+            start = max(offset, idx * bs) - idx * bs
+            stop = min(end, (idx + 1) * bs) - idx * bs
+            if stop <= start:
+                break
+            chunk = (data or b"")[start:stop]
+            out += chunk
+            if len(chunk) < stop - start:
+                out += bytes(stop - start - len(chunk))
+        return bytes(out)
+
+    async def _load_block(self, ino: int, idx: int, dirty: DirtyFile) -> bytearray:
+        """The current contents of one block, for a write that covers only part of it."""
+        if 0 <= dirty.known_size <= idx * self.bs:
+            return bytearray()
+        with self.ctx.guard():
+            value = await self.ctx.client.hget(self.keys.blockmap(ino), str(idx))  # type: ignore[misc]
+        if value is None:
+            return bytearray()
+        (data,) = await self._fetch([value])
+        return bytearray(data or b"")
+
+    async def write(self, dirty: DirtyFile, offset: int, data: bytes) -> None:
+        """Buffer ``data`` at ``offset`` into whole blocks (loading partly overwritten ones)."""
+        bs = self.bs
+        pos = 0
+        while pos < len(data):
+            at = offset + pos
+            idx, within = divmod(at, bs)
+            take = min(bs - within, len(data) - pos)
+            block = dirty.blocks.get(idx)
+            if block is None:
+                if within == 0 and take == bs:
+                    block = bytearray()
+                else:
+                    block = await self._load_block(dirty.ino, idx, dirty)
+                dirty.blocks[idx] = block
+            if len(block) < within:
+                block.extend(bytes(within - len(block)))
+            block[within : within + take] = data[pos : pos + take]
+            pos += take
+        dirty.end = max(dirty.end, offset + len(data))
+
+    async def flush(self, dirty: DirtyFile) -> None:
+        """Commit every buffered block in one pipeline; on failure the buffer is kept."""
+        if not dirty.blocks and dirty.end <= max(dirty.known_size, 0):
+            return
+        blocks = dirty.blocks
+        end = dirty.end
+        indexes = sorted(blocks)
+        payloads = [bytes(blocks[i]) for i in indexes]
+        total = sum(len(p) for p in payloads)
+        if total >= THREAD_THRESHOLD:
+            encoded = await anyio.to_thread.run_sync(
+                codec.encode_many, payloads, self.codec, self.level
+            )
+        else:
+            encoded = codec.encode_many(payloads, self.codec, self.level)
+        ids = await self.ctx.object_ids.take(len(indexes)) if indexes else []
+        now = now_ns()
+        args: list[Any] = [now, now // 1_000_000, end]
+        for idx, obj, payload in zip(indexes, ids, payloads, strict=True):
+            args += [idx, obj, len(payload)]
+        commit_keys = [
+            self.keys.inode(dirty.ino),
+            self.keys.blockmap(dirty.ino),
+            self.keys.usage,
+            self.keys.trash,
+        ]
+        with self.ctx.guard():
+            pipe = self.ctx.client.pipeline(transaction=False)
+            for obj, blob in zip(ids, encoded, strict=True):
+                pipe.set(self.keys.obj(obj), blob)
+            if self.before_commit is not None:
+                await self.ctx.scripts.execute(self.ctx.client, pipe)
+                await self.before_commit()
+                pipe = self.ctx.client.pipeline(transaction=False)
+            self.ctx.scripts.queue(pipe, "commit", commit_keys, args)
+            results = await self.ctx.scripts.execute(self.ctx.client, pipe)
+        try:
+            res = check("commit", results[-1])
+        except FSError:
+            # The inode is gone: the stored objects are garbage now.
+            with self.ctx.guard():
+                if ids:
+                    await self.ctx.client.zadd(
+                        self.keys.trash, {str(i): now // 1_000_000 for i in ids}
+                    )
+            dirty.blocks = {}
+            raise
+        for obj, payload in zip(ids, payloads, strict=True):
+            self.cache.put(obj, payload)
+        dirty.blocks = {}
+        dirty.known_size = int(res[1])
+        dirty.end = 0
+
+    async def reclaim(self, inos: list[int]) -> None:
+        """Delete the objects and block maps of freed inodes, then drop them from ``reclaim``.
+
+        Each step is idempotent, so a crash part way leaves work that the next
+        reclaim (from any node, or gc) finishes.
+        """
+        if not inos:
+            return
+        with self.ctx.guard():
+            pipe = self.ctx.client.pipeline(transaction=False)
+            for ino in inos:
+                pipe.hvals(self.keys.blockmap(ino))
+            maps = await pipe.execute()
+            objs = [self.keys.obj(int(v.split(b":")[0])) for values in maps for v in values]
+            pipe = self.ctx.client.pipeline(transaction=False)
+            for start in range(0, len(objs), 1000):
+                pipe.unlink(*objs[start : start + 1000])
+            pipe.unlink(*(self.keys.blockmap(ino) for ino in inos))
+            pipe.zrem(self.keys.reclaim, *(str(ino) for ino in inos))
+            await pipe.execute()
+
+    async def purge_trash(self, older_than_ms: int) -> int:
+        """Delete trashed objects dropped before ``older_than_ms``; return how many."""
+        with self.ctx.guard():
+            ids = await self.ctx.client.zrangebyscore(self.keys.trash, "-inf", older_than_ms)
+            if not ids:
+                return 0
+            pipe = self.ctx.client.pipeline(transaction=False)
+            for start in range(0, len(ids), 1000):
+                chunk = ids[start : start + 1000]
+                pipe.unlink(*(self.keys.obj(int(i)) for i in chunk))
+                pipe.zrem(self.keys.trash, *chunk)
+            await pipe.execute()
+        return len(ids)

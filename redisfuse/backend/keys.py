@@ -1,0 +1,126 @@
+"""The keyspace of a volume: the one place that formats Redis key names.
+
+Every key of volume ``VOL`` starts with ``rf:{VOL}:``; the ``{VOL}`` hash tag
+puts all of them in one Redis Cluster slot, so any set of them can change in
+one Lua script. Nothing is keyed by path. Numbers are decimal ASCII; times are
+integer nanoseconds since the epoch, kept as strings inside Lua (doubles there
+would lose precision).
+
+| key | type | holds / invariants |
+|---|---|---|
+| ``setting`` | hash | ``format``, ``block_size``, ``codec``, ``created``, ``uuid``; written once by format |
+| ``counter:ino`` | string | highest inode number handed out (INCRBY reserves ranges); root is 1 |
+| ``counter:obj`` | string | highest object id handed out (INCRBY reserves ranges) |
+| ``counter:sess`` | string | highest session id handed out |
+| ``i:INO`` | hash | ``mode uid gid nlink size rdev atime mtime ctime version bytes opens parent dseq``; ``nlink`` equals the number of entries naming it (directories: 2 + subdirectories); ``bytes`` is the sum of the valid lengths in ``m:INO``; ``opens`` counts open handles over all sessions; ``parent`` is set for directories only; ``dseq`` is the directory's entry sequence counter |
+| ``d:INO`` | hash | directory entries: name -> ``"CHILD:SEQ"``; SEQ is unique and increasing per directory and serves as the stable readdir offset |
+| ``s:INO`` | string | symlink target |
+| ``x:INO`` | hash | extended attributes: name -> value |
+| ``m:INO`` | hash | block map: block index -> ``"OBJ:VALID"``; bytes of the block past VALID read as zeros; never points at a deleted object |
+| ``o:OBJ`` | string | an immutable block object: 1 codec byte + payload (see codec.py) |
+| ``usage`` | hash | ``inodes`` (live inodes) and ``bytes`` (sum of all ``i:INO.bytes``), changed by blind HINCRBY only |
+| ``trash`` | zset | object ids no longer referenced, scored by the time (ms) they were dropped; deleted after a grace period so readers holding an old map still find them |
+| ``reclaim`` | zset | inodes whose metadata is gone but whose ``m:INO`` and objects must still be deleted, scored by time (ms) |
+| ``orphans`` | zset | inodes with nlink 0 that are still open somewhere, scored by time (ms) |
+| ``sessions`` | zset | session id -> last heartbeat (ms) |
+| ``sess:SID`` | hash | ``host pid mountpoint version started`` of a session |
+| ``open:SID`` | hash | inode -> number of handles session SID holds open on it |
+| channel ``events`` | pub/sub | change notifications (see events.py) |
+"""
+
+from __future__ import annotations
+
+from typing import NewType
+
+Ino = NewType("Ino", int)
+ObjId = NewType("ObjId", int)
+SessionId = NewType("SessionId", int)
+
+ROOT_INO = Ino(1)
+
+
+class Keys:
+    """Builds the key names of one volume; the only formatter of key names."""
+
+    __slots__ = ("prefix", "volume")
+
+    def __init__(self, volume: str) -> None:
+        if not volume or any(c in volume for c in "{}:") or not volume.isprintable():
+            raise ValueError(f"invalid volume name {volume!r}: use printable text without {{ }} :")
+        self.volume = volume
+        self.prefix = f"rf:{{{volume}}}:"
+
+    def __repr__(self) -> str:
+        return f"<Keys {self.prefix!r}>"
+
+    def owns(self, key: str) -> bool:
+        """Whether ``key`` belongs to this volume (carries its hash tag)."""
+        return key.startswith(self.prefix)
+
+    @property
+    def setting(self) -> str:
+        return self.prefix + "setting"
+
+    @property
+    def counter_ino(self) -> str:
+        return self.prefix + "counter:ino"
+
+    @property
+    def counter_obj(self) -> str:
+        return self.prefix + "counter:obj"
+
+    @property
+    def counter_sess(self) -> str:
+        return self.prefix + "counter:sess"
+
+    @property
+    def usage(self) -> str:
+        return self.prefix + "usage"
+
+    @property
+    def trash(self) -> str:
+        return self.prefix + "trash"
+
+    @property
+    def reclaim(self) -> str:
+        return self.prefix + "reclaim"
+
+    @property
+    def orphans(self) -> str:
+        return self.prefix + "orphans"
+
+    @property
+    def sessions(self) -> str:
+        return self.prefix + "sessions"
+
+    @property
+    def events(self) -> str:
+        return self.prefix + "events"
+
+    def inode(self, ino: int) -> str:
+        return f"{self.prefix}i:{ino}"
+
+    def dirents(self, ino: int) -> str:
+        return f"{self.prefix}d:{ino}"
+
+    def symlink(self, ino: int) -> str:
+        return f"{self.prefix}s:{ino}"
+
+    def xattrs(self, ino: int) -> str:
+        return f"{self.prefix}x:{ino}"
+
+    def blockmap(self, ino: int) -> str:
+        return f"{self.prefix}m:{ino}"
+
+    def obj(self, obj: int) -> str:
+        return f"{self.prefix}o:{obj}"
+
+    def session(self, sid: int) -> str:
+        return f"{self.prefix}sess:{sid}"
+
+    def open_files(self, sid: int) -> str:
+        return f"{self.prefix}open:{sid}"
+
+    def pattern(self, kind: str) -> str:
+        """SCAN pattern for every key of one kind (``i``, ``d``, ``m`` ...)."""
+        return self.prefix.replace("{", "\\{").replace("}", "\\}") + kind + ":*"

@@ -1,0 +1,62 @@
+-- Shared helpers, prepended to every script by scripts.py (not a script itself).
+-- Never negate with unary minus: Lua 5.1 turns -0 into "-0", which HINCRBY
+-- rejects; write 0 - x.
+-- Return convention of every script: {0, ...} on success, {errno} on a POSIX
+-- error (nothing changed), {-1, ...} when the caller's view of the namespace
+-- was stale (nothing changed; the caller re-resolves names and retries).
+local ENOENT, EEXIST, EPERM, EIO, ENOTDIR, EISDIR, EINVAL, ENOTEMPTY, ENODATA =
+      2, 17, 1, 5, 20, 21, 22, 39, 61
+local STALE = -1
+local S_IFMT, S_IFDIR = 0xF000, 0x4000
+
+local function is_dir_mode(mode)
+  return bit.band(tonumber(mode), S_IFMT) == S_IFDIR
+end
+
+-- entry value "CHILD:SEQ" -> CHILD (string)
+local function entry_ino(value)
+  if not value then return nil end
+  return string.match(value, '^(%d+):')
+end
+
+-- Check that KEYS[ikey] is a live directory; return errno or nil.
+local function check_dir(ikey)
+  local v = redis.call('HMGET', ikey, 'mode', 'nlink')
+  if not v[1] then return ENOENT end
+  if not is_dir_mode(v[1]) then return ENOTDIR end
+  if tonumber(v[2]) == 0 then return ENOENT end
+  return nil
+end
+
+-- Mark an inode changed: ctime (and mtime when asked) and version.
+local function touch(ikey, now, with_mtime)
+  if with_mtime then
+    redis.call('HSET', ikey, 'mtime', now, 'ctime', now)
+  else
+    redis.call('HSET', ikey, 'ctime', now)
+  end
+  redis.call('HINCRBY', ikey, 'version', 1)
+end
+
+-- An inode lost its last name. Keep it as an orphan while any session holds
+-- it open; otherwise delete its metadata now and queue its block map for the
+-- client to delete the objects (keys of objects are not known here).
+-- Returns 1 when orphaned, 2 when freed.
+local function drop_inode(ino, ikey, dkey, xkey, skey, mkey, usage, reclaim, orphans, nowms)
+  local opens = tonumber(redis.call('HGET', ikey, 'opens') or '0')
+  if opens > 0 then
+    redis.call('HSET', ikey, 'nlink', 0)
+    redis.call('HINCRBY', ikey, 'version', 1)
+    redis.call('ZADD', orphans, nowms, ino)
+    return 1
+  end
+  local used = tonumber(redis.call('HGET', ikey, 'bytes') or '0')
+  redis.call('DEL', ikey, dkey, xkey, skey)
+  redis.call('ZREM', orphans, ino)
+  redis.call('HINCRBY', usage, 'inodes', -1)
+  redis.call('HINCRBY', usage, 'bytes', 0 - used)
+  if redis.call('EXISTS', mkey) == 1 then
+    redis.call('ZADD', reclaim, nowms, ino)
+  end
+  return 2
+end

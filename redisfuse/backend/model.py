@@ -1,0 +1,139 @@
+"""Value types the backend hands out: frozen, typed, times in integer nanoseconds.
+
+Only the FUSE frontend turns these into pyfuse3 structures; library users get
+them as they are.
+"""
+
+from __future__ import annotations
+
+import stat
+from dataclasses import dataclass
+
+from .keys import Ino
+
+BLOCK_SIZE = 64 * 1024
+MAX_NAME = 255
+MAX_FILE_SIZE = 1 << 50
+"""1 PiB: far past the 10**15 bytes sparse files must reach, and exact in Lua's doubles."""
+
+XATTR_NAME_MAX = 255
+XATTR_SIZE_MAX = 64 * 1024
+XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.", b"system.")
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Attr:
+    """The attributes of one inode, as stored in ``i:INO``."""
+
+    ino: Ino
+    mode: int
+    nlink: int
+    uid: int
+    gid: int
+    size: int
+    rdev: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    version: int
+    bytes_used: int
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+    @property
+    def is_reg(self) -> bool:
+        return stat.S_ISREG(self.mode)
+
+    @property
+    def is_symlink(self) -> bool:
+        return stat.S_ISLNK(self.mode)
+
+    @property
+    def blocks(self) -> int:
+        """Allocated 512-byte sectors, as ``st_blocks`` reports them."""
+        return (self.bytes_used + 511) // 512
+
+
+@dataclass(frozen=True, slots=True)
+class DirEntry:
+    """One directory entry; ``offset`` is stable across concurrent changes."""
+
+    name: bytes
+    ino: Ino
+    offset: int
+    attr: Attr | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatFs:
+    """Volume-wide usage as statfs reports it."""
+
+    block_size: int
+    bytes_used: int
+    inodes_used: int
+    bytes_total: int
+    inodes_total: int
+    name_max: int = MAX_NAME
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The volume's format settings, written once when it is formatted."""
+
+    format_version: int
+    block_size: int
+    codec: str
+    created_ns: int
+    uuid: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetAttr:
+    """Which attributes a setattr call changes; ``None`` leaves a field as it is.
+
+    Times are nanoseconds; ``NOW`` asks for the server-side current time.
+    """
+
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    size: int | None = None
+    atime_ns: int | None = None
+    mtime_ns: int | None = None
+    ctime_ns: int | None = None
+
+
+NOW = -1
+"""A time value in SetAttr meaning "the current time" (UTIME_NOW)."""
+
+
+def _int(fields: dict[bytes, bytes], name: bytes) -> int:
+    value = fields.get(name)
+    return int(value) if value is not None else 0
+
+
+def attr_from_fields(ino: int, fields: dict[bytes, bytes]) -> Attr:
+    """Build an Attr from the fields of ``i:INO`` (as HGETALL returns them)."""
+    return Attr(
+        ino=Ino(ino),
+        mode=_int(fields, b"mode"),
+        nlink=_int(fields, b"nlink"),
+        uid=_int(fields, b"uid"),
+        gid=_int(fields, b"gid"),
+        size=_int(fields, b"size"),
+        rdev=_int(fields, b"rdev"),
+        atime_ns=_int(fields, b"atime"),
+        mtime_ns=_int(fields, b"mtime"),
+        ctime_ns=_int(fields, b"ctime"),
+        version=_int(fields, b"version"),
+        bytes_used=_int(fields, b"bytes"),
+    )
+
+
+def attr_from_pairs(ino: int, flat: list[bytes]) -> Attr:
+    """Build an Attr from a flat field/value list, as a Lua script returns HGETALL."""
+    return attr_from_fields(ino, dict(zip(flat[::2], flat[1::2], strict=True)))

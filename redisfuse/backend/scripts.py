@@ -1,0 +1,106 @@
+"""Loads the Lua scripts and runs them, alone or inside a pipeline.
+
+Each script in ``lua/`` starts with a header naming its KEYS, ARGV and return
+value; ``lib.lua`` is prepended to all of them. Scripts are loaded once with
+SCRIPT LOAD and called by EVALSHA; after a Redis restart forgets them
+(NOSCRIPT) they are loaded again and the call repeated, which is safe because
+a script that failed with NOSCRIPT did nothing. redis-py's own ``Script`` is not
+used because inside a pipeline it costs an extra SCRIPT EXISTS round trip on
+every execute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
+
+from ..errors import error_for
+
+SCRIPT_NAMES = (
+    "format",
+    "lookup",
+    "create",
+    "link",
+    "unlink",
+    "rename",
+    "setattr",
+    "commit",
+    "open",
+    "release",
+    "xattr_set",
+    "read_map",
+)
+
+STALE = -1
+"""Status a script returns when the caller's view of the namespace was out of date."""
+
+
+def _source(name: str) -> str:
+    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text("utf-8")
+
+
+class Stale(Exception):
+    """A script found that a name no longer points where the caller thought."""
+
+    def __init__(self, detail: list[Any]) -> None:
+        super().__init__("stale namespace view")
+        self.detail = detail
+
+
+class Scripts:
+    """The volume's Lua scripts, by name, with their SHA1 digests."""
+
+    def __init__(self) -> None:
+        lib = _source("lib")
+        self.sources = {name: lib + "\n" + _source(name) for name in SCRIPT_NAMES}
+        self.shas = {n: hashlib.sha1(s.encode()).hexdigest() for n, s in self.sources.items()}
+
+    async def load(self, client: Redis) -> None:
+        """Load every script into Redis (after connect, and after NOSCRIPT)."""
+        pipe = client.pipeline(transaction=False)
+        for source in self.sources.values():
+            pipe.script_load(source)
+        await pipe.execute()
+
+    async def call(self, client: Redis, name: str, keys: list[str], args: list[Any]) -> list[Any]:
+        """Run one script and return its result, raising FSError for an errno status."""
+        try:
+            result = await client.evalsha(self.shas[name], len(keys), *keys, *args)  # type: ignore[misc]
+        except NoScriptError:
+            await self.load(client)
+            result = await client.evalsha(self.shas[name], len(keys), *keys, *args)  # type: ignore[misc]
+        return check(name, result)
+
+    def queue(self, pipe: Pipeline, name: str, keys: list[str], args: list[Any]) -> None:
+        """Queue a script call on a pipeline; check its result with :func:`check`."""
+        pipe.evalsha(self.shas[name], len(keys), *keys, *args)
+
+    async def execute(self, client: Redis, pipe: Pipeline) -> list[Any]:
+        """Execute a pipeline holding script calls, reloading scripts on NOSCRIPT."""
+        commands = list(pipe.command_stack)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        if any(isinstance(r, NoScriptError) for r in results):
+            await self.load(client)
+            again = client.pipeline(transaction=False)
+            again.command_stack = commands
+            results = await again.execute(raise_on_error=False)
+        for r in results:
+            if isinstance(r, Exception):
+                raise r
+        return results
+
+
+def check(name: str, result: list[Any]) -> list[Any]:
+    """Turn a script's status into an exception; return the result on success."""
+    status = int(result[0])
+    if status == 0:
+        return result
+    if status == STALE:
+        raise Stale(result[1:])
+    raise error_for(status, f"{os.strerror(status)} ({name})")

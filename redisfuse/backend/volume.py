@@ -1,0 +1,451 @@
+"""Opens a volume and composes namespace, data and xattrs into the inode-level API.
+
+Owns the lifecycle (connect, format, session, batched reclaim, clean close),
+the open file handles and the per-inode write buffers of this node. ``Inodes``
+is what the FUSE frontend calls; library users get the path-level
+``paths.Volume`` from :func:`open_volume`, which wraps it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import socket
+import stat
+import uuid
+import warnings
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+import anyio
+from redis.asyncio import Redis
+
+from .. import __version__
+from ..errors import FormatError, FSError, ReadOnly
+from .cache import ObjectCache
+from .connect import RedisOptions, connect
+from .context import Context, now_ns
+from .data import BlockStore, DirtyFile
+from .keys import ROOT_INO, Keys, SessionId
+from .model import (
+    BLOCK_SIZE,
+    FORMAT_VERSION,
+    MAX_FILE_SIZE,
+    Attr,
+    DirEntry,
+    SetAttr,
+    Settings,
+    StatFs,
+    attr_from_pairs,
+)
+from .namespace import Namespace
+from .paths import Volume
+from .scripts import Scripts
+from .xattrs import Xattrs
+
+log = logging.getLogger(__name__)
+
+RECLAIM_BATCH = 64
+"""Freed inodes whose objects are deleted together, in two round trips."""
+
+TRASH_GRACE_MS = 60_000
+"""Replaced objects stay this long, so a reader holding an older block map still finds them."""
+
+
+@dataclass(slots=True)
+class OpenFile:
+    """One open handle of this node."""
+
+    ino: int
+    flags: int
+
+    @property
+    def writable(self) -> bool:
+        return (self.flags & os.O_ACCMODE) in (os.O_WRONLY, os.O_RDWR)
+
+    @property
+    def readable(self) -> bool:
+        return (self.flags & os.O_ACCMODE) in (os.O_RDONLY, os.O_RDWR)
+
+    @property
+    def append(self) -> bool:
+        return bool(self.flags & os.O_APPEND)
+
+
+async def _load_settings(client: Redis, keys: Keys, codec: str) -> Settings:
+    """Read the volume's settings, formatting the volume first if it is empty."""
+    scripts = Scripts()
+    await scripts.load(client)
+    fields = await client.hgetall(keys.setting)  # type: ignore[misc]
+    if not fields:
+        now = now_ns()
+        args = [FORMAT_VERSION, BLOCK_SIZE, codec, now, uuid.uuid4().hex,
+                stat.S_IFDIR | 0o755, os.getuid(), os.getgid()]
+        keys_ = [keys.setting, keys.inode(ROOT_INO), keys.usage, keys.counter_ino]
+        formatted = await scripts.call(client, "format", keys_, args)
+        if int(formatted[0]) == 0:
+            log.info("formatted new volume %r", keys.volume)
+        fields = await client.hgetall(keys.setting)  # type: ignore[misc]
+    version = int(fields.get(b"format", b"0"))
+    if version != FORMAT_VERSION:
+        raise FormatError(
+            f"volume {keys.volume!r} has format version {version}; this RedisFUSE "
+            f"{__version__} reads only format {FORMAT_VERSION}"
+        )
+    return Settings(
+        format_version=version,
+        block_size=int(fields[b"block_size"]),
+        codec=fields[b"codec"].decode(),
+        created_ns=int(fields[b"created"]),
+        uuid=fields[b"uuid"].decode(),
+    )
+
+
+class Inodes:
+    """The inode-level filesystem of an open volume (what FUSE calls). See :func:`open_volume`."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        read_only: bool,
+        cache_bytes: int,
+        write_buffer_bytes: int,
+    ) -> None:
+        self.ctx = ctx
+        self.keys = ctx.keys
+        self.read_only = read_only
+        self.namespace = Namespace(ctx)
+        self.xattrs = Xattrs(ctx)
+        self.data = BlockStore(ctx, ObjectCache(cache_bytes))
+        self.write_buffer_bytes = write_buffer_bytes
+        self._handles: dict[int, OpenFile] = {}
+        self._next_fh = 1
+        self._dirty: dict[int, DirtyFile] = {}
+        self._local_opens: dict[int, int] = {}
+        self._unreclaimed = 0
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<Inodes {self.keys.volume!r} session={self.ctx.session} open={len(self._handles)}"
+            f" dirty={len(self._dirty)} {self.data.cache!r}>"
+        )
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            warnings.warn(f"{self!r} was not closed", ResourceWarning, stacklevel=1)
+
+    @property
+    def settings(self) -> Settings:
+        return self.ctx.settings
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise ReadOnly(f"volume {self.keys.volume!r} is open read-only")
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def _register_session(self, mountpoint: str) -> None:
+        client = self.ctx.client
+        sid = SessionId(int(await client.incr(self.keys.counter_sess)))
+        self.ctx.session = sid
+        pipe = client.pipeline(transaction=True)
+        pipe.hset(
+            self.keys.session(sid),
+            mapping={"host": socket.gethostname(), "pid": os.getpid(), "mountpoint": mountpoint,
+                     "version": __version__, "started": now_ns()},
+        )
+        pipe.zadd(self.keys.sessions, {str(sid): now_ns() // 1_000_000})
+        await pipe.execute()
+
+    async def _unregister_session(self) -> None:
+        sid = self.ctx.session
+        pipe = self.ctx.client.pipeline(transaction=True)
+        pipe.delete(self.keys.session(sid))
+        pipe.zrem(self.keys.sessions, str(sid))
+        await pipe.execute()
+
+    async def _freed(self, fate: int) -> None:
+        """Count inodes freed with their data; delete their objects in batches.
+
+        Batching keeps unlink at one round trip for most calls; the volume holds no
+        background task (it may be opened in one task and closed in another).
+        """
+        if fate == 2:
+            self._unreclaimed += 1
+            if self._unreclaimed >= RECLAIM_BATCH:
+                await self.reclaim_pending()
+
+    async def reclaim_pending(self) -> int:
+        """Delete the block maps and objects of every freed inode; return how many."""
+        with self.ctx.guard():
+            pending = await self.ctx.client.zrange(self.keys.reclaim, 0, -1)
+        await self.data.reclaim([int(i) for i in pending])
+        self._unreclaimed = 0
+        return len(pending)
+
+    async def aclose(self) -> None:
+        """Flush every buffer, release every handle, end the session, close the client."""
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            for fh in list(self._handles):
+                try:
+                    await self.release(fh)
+                except FSError as exc:
+                    log.error("could not release handle %d at close: %s", fh, exc)
+            await self._unregister_session()
+            await self.reclaim_pending()
+
+    # -- attributes and names ------------------------------------------------
+
+    def _overlay(self, attr: Attr) -> Attr:
+        """Show buffered writes of this node in the size."""
+        dirty = self._dirty.get(attr.ino)
+        if dirty is None or dirty.end <= attr.size:
+            return attr
+        return replace(attr, size=dirty.end)
+
+    async def getattr(self, ino: int) -> Attr:
+        return self._overlay(await self.namespace.getattr(ino))
+
+    async def lookup(self, parent: int, name: bytes) -> Attr:
+        return self._overlay(await self.namespace.lookup(parent, name))
+
+    async def mknod(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
+                    rdev: int = 0) -> Attr:
+        self._writable()
+        return await self.namespace.create(parent, name, mode, uid, gid, rdev=rdev)
+
+    async def mkdir(self, parent: int, name: bytes, mode: int, uid: int, gid: int) -> Attr:
+        self._writable()
+        mode = stat.S_IFDIR | stat.S_IMODE(mode)
+        return await self.namespace.create(parent, name, mode, uid, gid)
+
+    async def symlink(self, parent: int, name: bytes, target: bytes, uid: int, gid: int) -> Attr:
+        self._writable()
+        mode = stat.S_IFLNK | 0o777
+        return await self.namespace.create(parent, name, mode, uid, gid, target=target)
+
+    async def create(self, parent: int, name: bytes, mode: int, flags: int, uid: int,
+                     gid: int) -> tuple[int, Attr]:
+        """Create and open a regular file (O_EXCL semantics); returns (handle, attributes)."""
+        self._writable()
+        mode = stat.S_IFREG | stat.S_IMODE(mode)
+        attr = await self.namespace.create(parent, name, mode, uid, gid, open_it=True)
+        return self._new_handle(attr, flags), attr
+
+    async def readlink(self, ino: int) -> bytes:
+        return await self.namespace.readlink(ino)
+
+    async def link(self, ino: int, parent: int, name: bytes) -> Attr:
+        self._writable()
+        return self._overlay(await self.namespace.link(ino, parent, name))
+
+    async def unlink(self, parent: int, name: bytes) -> None:
+        self._writable()
+        await self._freed(await self.namespace.remove(parent, name, rmdir=False))
+
+    async def rmdir(self, parent: int, name: bytes) -> None:
+        self._writable()
+        await self.namespace.remove(parent, name, rmdir=True)
+
+    async def rename(self, parent: int, name: bytes, newparent: int, newname: bytes,
+                     flags: int = 0) -> None:
+        self._writable()
+        await self._freed(await self.namespace.rename(parent, name, newparent, newname, flags))
+
+    async def readdir(self, ino: int, offset: int = 0) -> list[DirEntry]:
+        return await self.namespace.readdir(ino, offset)
+
+    async def setattr(self, ino: int, changes: SetAttr) -> Attr:
+        self._writable()
+        if changes.size is not None:
+            dirty = self._dirty.get(ino)
+            if dirty is not None:
+                async with dirty.lock:
+                    await self.data.flush(dirty)
+                    attr = await self.namespace.setattr(ino, changes)
+                    dirty.known_size = attr.size
+                    return attr
+        return await self.namespace.setattr(ino, changes)
+
+    # -- extended attributes ---------------------------------------------------
+
+    async def getxattr(self, ino: int, name: bytes) -> bytes:
+        return await self.xattrs.get(ino, name)
+
+    async def listxattr(self, ino: int) -> list[bytes]:
+        return await self.xattrs.list(ino)
+
+    async def setxattr(self, ino: int, name: bytes, value: bytes, flags: int = 0) -> None:
+        self._writable()
+        await self.xattrs.set(ino, name, value, flags)
+
+    async def removexattr(self, ino: int, name: bytes) -> None:
+        self._writable()
+        await self.xattrs.remove(ino, name)
+
+    async def statfs(self) -> StatFs:
+        with self.ctx.guard():
+            inodes, used = await self.ctx.client.hmget(self.keys.usage, ["inodes", "bytes"])  # type: ignore[misc]
+        return StatFs(
+            block_size=self.settings.block_size,
+            bytes_used=int(used or 0),
+            inodes_used=int(inodes or 0),
+            bytes_total=MAX_FILE_SIZE,
+            inodes_total=1 << 40,
+        )
+
+    # -- open files ------------------------------------------------------------
+
+    def _new_handle(self, attr: Attr, flags: int) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self._handles[fh] = OpenFile(attr.ino, flags)
+        self._local_opens[attr.ino] = self._local_opens.get(attr.ino, 0) + 1
+        dirty = self._dirty.get(attr.ino)
+        if dirty is None:
+            dirty = self._dirty[attr.ino] = DirtyFile(attr.ino)
+        if not dirty.blocks:
+            dirty.known_size = attr.size
+        return fh
+
+    def _file(self, fh: int) -> OpenFile:
+        try:
+            return self._handles[fh]
+        except KeyError:
+            raise FSError(errno.EBADF, f"no open handle {fh}") from None
+
+    async def open(self, ino: int, flags: int) -> tuple[int, Attr]:
+        """Open an inode; O_TRUNC truncates. Returns (handle, fresh attributes)."""
+        if flags & (os.O_ACCMODE | os.O_TRUNC) != os.O_RDONLY:
+            self._writable()
+        keys = [self.keys.inode(ino), self.keys.open_files(self.ctx.session)]
+        res = await self.ctx.script("open", keys, [ino])
+        attr = attr_from_pairs(ino, res[1])
+        fh = self._new_handle(attr, flags)
+        try:
+            if attr.is_dir and (flags & os.O_ACCMODE) != os.O_RDONLY:
+                raise FSError(errno.EISDIR, f"inode {ino} is a directory")
+            if flags & os.O_TRUNC and attr.is_reg and attr.size:
+                attr = await self.setattr(ino, SetAttr(size=0))
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.release(fh)
+            raise
+        return fh, self._overlay(attr)
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
+        of = self._file(fh)
+        if not of.readable:
+            raise FSError(errno.EBADF, f"handle {fh} is not open for reading")
+        return await self.data.read(of.ino, offset, size, self._dirty.get(of.ino))
+
+    async def write(self, fh: int, offset: int, data: bytes) -> int:
+        """Buffer a write; it reaches Redis on flush, fsync, release or a full buffer."""
+        of = self._file(fh)
+        if not of.writable:
+            raise FSError(errno.EBADF, f"handle {fh} is not open for writing")
+        self._writable()
+        if offset < 0:
+            raise FSError(errno.EINVAL, "negative offset")
+        dirty = self._dirty[of.ino]
+        async with dirty.lock:
+            if of.append:
+                if dirty.known_size < 0:
+                    dirty.known_size = (await self.namespace.getattr(of.ino)).size
+                offset = max(dirty.known_size, dirty.end)
+            if offset + len(data) > MAX_FILE_SIZE:
+                raise FSError(errno.EFBIG, f"write past the maximum file size {MAX_FILE_SIZE}")
+            await self.data.write(dirty, offset, data)
+            if dirty.buffered >= self.write_buffer_bytes:
+                await self.data.flush(dirty)
+        return len(data)
+
+    async def flush(self, fh: int) -> None:
+        """Commit this node's buffered writes to the handle's inode."""
+        of = self._file(fh)
+        dirty = self._dirty.get(of.ino)
+        if dirty is not None and (dirty.blocks or dirty.end):
+            async with dirty.lock:
+                await self.data.flush(dirty)
+
+    async def fsync(self, fh: int) -> None:
+        """Like flush: returns once Redis has acknowledged the commit."""
+        await self.flush(fh)
+
+    async def release(self, fh: int) -> None:
+        """Close a handle: flush, then drop this session's hold on the inode."""
+        of = self._file(fh)
+        try:
+            await self.flush(fh)
+        finally:
+            del self._handles[fh]
+            left = self._local_opens[of.ino] - 1
+            if left:
+                self._local_opens[of.ino] = left
+            else:
+                del self._local_opens[of.ino]
+                self._dirty.pop(of.ino, None)
+            keys = [
+                self.keys.inode(of.ino),
+                self.keys.open_files(self.ctx.session),
+                self.keys.dirents(of.ino),
+                self.keys.xattrs(of.ino),
+                self.keys.symlink(of.ino),
+                self.keys.blockmap(of.ino),
+                self.keys.usage,
+                self.keys.reclaim,
+                self.keys.orphans,
+            ]
+            res = await self.ctx.script("release", keys, [of.ino, 1, now_ns() // 1_000_000])
+            await self._freed(int(res[1]))
+
+    async def gc(self, grace_ms: int = TRASH_GRACE_MS) -> int:
+        """Delete replaced objects older than the grace period and finish pending reclaims."""
+        await self.reclaim_pending()
+        return await self.data.purge_trash(now_ns() // 1_000_000 - grace_ms)
+
+
+@contextlib.asynccontextmanager
+async def open_volume(
+    url: str | None = None,
+    *,
+    volume: str = "default",
+    host: str = "localhost",
+    port: int = 6379,
+    db: int = 0,
+    password: str | None = None,
+    read_only: bool = False,
+    codec: str = "zlib",
+    cache_bytes: int = 64 << 20,
+    write_buffer_bytes: int = 4 << 20,
+    mountpoint: str = "",
+    options: RedisOptions | None = None,
+) -> AsyncIterator[Volume]:
+    """Open (and on first use format) a volume; close it cleanly on exit.
+
+    Pass a Redis URL (``redis://``, ``rediss://``, ``unix://``) or host, port, db
+    and password. Raises BackendUnavailable when Redis cannot be reached and
+    FormatError when the volume was formatted by an incompatible version.
+    """
+    opts = options or RedisOptions(url=url, host=host, port=port, db=db, password=password)
+    keys = Keys(volume)
+    client = await connect(opts)
+    try:
+        settings = await _load_settings(client, keys, codec)
+        ctx = Context(client, keys, Scripts(), settings, opts.address)
+        inodes = Inodes(ctx, read_only=read_only, cache_bytes=cache_bytes,
+                        write_buffer_bytes=write_buffer_bytes)
+        try:
+            await inodes._register_session(mountpoint)
+            yield Volume(inodes)
+        finally:
+            await inodes.aclose()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await client.aclose()
