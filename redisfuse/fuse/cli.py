@@ -1,0 +1,210 @@
+"""The command line: ``redisfuse mount|umount`` and ``python -m redisfuse.fuse MOUNTPOINT``.
+
+User mistakes raise UsageError; ``main`` prints its one line to stderr and exits
+with its code (listed in the README). Tracebacks go to the DEBUG log only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from .errors import EXIT_FAILURE, EXIT_FUSE, EXIT_MOUNTPOINT, EXIT_USAGE, UsageError
+
+log = logging.getLogger("redisfuse")
+
+MIB = 1 << 20
+BACKGROUND_READY_S = 30.0
+
+
+def _add_mount_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("mountpoint", help="existing empty directory to mount the volume on")
+    redis = parser.add_argument_group("Redis")
+    redis.add_argument("--redis-url", help="redis://, rediss:// or unix:// URL (overrides host/port/db)")
+    redis.add_argument("--redis-host", help="Redis host (default localhost)")
+    redis.add_argument("--redis-port", type=int, help="Redis port (default 6379)")
+    redis.add_argument("--redis-db", type=int, help="Redis database number (default 0)")
+    redis.add_argument(
+        "--redis-password",
+        default=os.environ.get("REDIS_PASSWORD"),
+        help="Redis password (default: $REDIS_PASSWORD); never logged",
+    )
+    redis.add_argument("--volume", default="default", help="volume name inside Redis (default: default)")
+    fuse = parser.add_argument_group("mount")
+    fuse.add_argument("--read-only", action="store_true", help="mount read-only")
+    fuse.add_argument("--allow-other", action="store_true", help="let other users access the mount")
+    fuse.add_argument("-o", dest="fuse_options", action="append", default=[], metavar="OPT[,OPT]",
+                      help="raw FUSE mount options (repeatable)")
+    fuse.add_argument("--background", action="store_true",
+                      help="detach once the mount is ready (default: stay in the foreground)")
+    tuning = parser.add_argument_group("caches and timeouts")
+    tuning.add_argument("--attr-timeout", type=float, default=1.0, metavar="S",
+                        help="seconds the kernel may cache attributes (default 1)")
+    tuning.add_argument("--entry-timeout", type=float, default=1.0, metavar="S",
+                        help="seconds the kernel may cache names (default 1)")
+    tuning.add_argument("--negative-timeout", type=float, default=0.0, metavar="S",
+                        help="seconds the kernel may cache 'no such name' (default 0)")
+    tuning.add_argument("--cache-size", type=int, default=64, metavar="MIB",
+                        help="size of the block cache in MiB (default 64)")
+    tuning.add_argument("--write-buffer", type=int, default=4, metavar="MIB",
+                        help="buffered writes per file before a commit, in MiB (default 4)")
+    tuning.add_argument("--redis-timeout", type=float, default=10.0, metavar="S",
+                        help="socket timeout for Redis commands (default 10)")
+    logs = parser.add_argument_group("logging")
+    logs.add_argument("--debug", action="store_true",
+                      help="log at DEBUG, tracing every FUSE request with its result and latency")
+    logs.add_argument("--log-file", metavar="PATH", help="also write the log to this file")
+
+
+def mount_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Mount a RedisFUSE volume (all data and metadata live in Redis)."
+    )
+    _add_mount_arguments(parser)
+    return parser
+
+
+def main_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="redisfuse", description="RedisFUSE: a filesystem in Redis.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    mount = sub.add_parser("mount", help="mount a volume", description=mount_parser("x").description)
+    _add_mount_arguments(mount)
+    umount = sub.add_parser("umount", help="unmount a mounted volume (flushes buffered writes)")
+    umount.add_argument("mountpoint")
+    umount.add_argument("--lazy", "-z", action="store_true", help="detach even if busy")
+    return parser
+
+
+def setup_logging(debug: bool, log_file: str | None) -> None:
+    """INFO (or DEBUG) to stderr, plus a file if asked; the library itself adds no handlers."""
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        try:
+            handlers.append(logging.FileHandler(log_file))
+        except OSError as exc:
+            raise UsageError(f"cannot open log file {log_file}: {exc.strerror}", EXIT_USAGE) from exc
+    for h in handlers:
+        h.setFormatter(fmt)
+        root.addHandler(h)
+    if not debug:
+        logging.getLogger("trio_asyncio").setLevel(logging.WARNING)
+        logging.getLogger("pyfuse3").setLevel(logging.WARNING)
+
+
+def _redis_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from ..backend import RedisOptions
+    from ..backend.private_server import ensure_private_redis, tcp_answers
+
+    explicit = any(v is not None for v in (args.redis_url, args.redis_host, args.redis_port, args.redis_db))
+    host = args.redis_host or "localhost"
+    port = args.redis_port if args.redis_port is not None else 6379
+    url = args.redis_url
+    if not explicit and not tcp_answers(host, port):
+        url, started = ensure_private_redis()
+        log.info("no Redis on %s:%d: %s private redis-server at %s (append-only file kept there)",
+                 host, port, "started a" if started else "using the", url)
+    return RedisOptions(
+        url=url,
+        host=host,
+        port=port,
+        db=args.redis_db or 0,
+        password=args.redis_password,
+        socket_timeout=args.redis_timeout,
+    )
+
+
+def _background(argv: Sequence[str], mountpoint: str) -> int:
+    """Start the mount as a detached child and return once it is mounted (or failed)."""
+    child_argv = [sys.executable, "-m", "redisfuse.fuse", *(a for a in argv if a != "--background")]
+    child = subprocess.Popen(child_argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + BACKGROUND_READY_S
+    while time.monotonic() < deadline:
+        if os.path.ismount(mountpoint):
+            if child.stderr is not None:
+                child.stderr.close()
+            return 0
+        code = child.poll()
+        if code is not None:
+            err = child.stderr.read().decode(errors="replace") if child.stderr else ""
+            sys.stderr.write(err)
+            return code or EXIT_FAILURE
+        time.sleep(0.05)
+    raise UsageError(f"mount at {mountpoint} was not ready after {BACKGROUND_READY_S:.0f} s", EXIT_FAILURE)
+
+
+def _mount(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    try:
+        from . import mount
+    except ImportError as exc:
+        raise UsageError(
+            f"the FUSE frontend needs the fuse extra ({exc.name} is missing): "
+            "pip install 'redisfuse[fuse]'",
+            EXIT_FUSE,
+        ) from exc
+    if args.background:
+        mount.check_fuse()
+        mount.check_mountpoint(args.mountpoint)
+        return _background(argv, args.mountpoint)
+    setup_logging(args.debug, args.log_file)
+    config = mount.MountConfig(
+        mountpoint=args.mountpoint,
+        redis=_redis_options(args),
+        volume=args.volume,
+        read_only=args.read_only,
+        allow_other=args.allow_other,
+        fuse_options=args.fuse_options,
+        attr_timeout=args.attr_timeout,
+        entry_timeout=args.entry_timeout,
+        negative_timeout=args.negative_timeout,
+        cache_bytes=args.cache_size * MIB,
+        write_buffer_bytes=args.write_buffer * MIB,
+    )
+    mount.run(config)
+    return 0
+
+
+def _umount(args: argparse.Namespace) -> int:
+    if not os.path.ismount(args.mountpoint):
+        raise UsageError(f"{args.mountpoint} is not mounted", EXIT_MOUNTPOINT)
+    cmd = ["fusermount3", "-u", *(["-z"] if args.lazy else []), args.mountpoint]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise UsageError(result.stderr.strip() or f"fusermount3 failed ({result.returncode})",
+                         EXIT_MOUNTPOINT)
+    return 0
+
+
+def _run(fn, *args) -> int:  # type: ignore[no-untyped-def]
+    try:
+        return int(fn(*args))
+    except UsageError as exc:
+        log.debug("usage error", exc_info=True)
+        print(f"redisfuse: {exc.message}", file=sys.stderr)  # noqa: T201
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def fuse_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m redisfuse.fuse MOUNTPOINT [options]``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = mount_parser("python -m redisfuse.fuse").parse_args(argv)
+    return _run(_mount, args, argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``redisfuse COMMAND ...``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = main_parser().parse_args(argv)
+    if args.command == "mount":
+        return _run(_mount, args, argv[1:])
+    return _run(_umount, args)

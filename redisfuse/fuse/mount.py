@@ -1,0 +1,137 @@
+"""Runs one mount: checks, opens the volume, serves FUSE on trio, unmounts cleanly.
+
+Start-up acquires resources in order and releases them in reverse, also on
+failure: asyncio loop (trio-asyncio), volume, FUSE session. SIGINT and SIGTERM
+end the FUSE loop; buffered writes are flushed when the volume closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyfuse3
+import trio
+import trio_asyncio
+
+from ..backend import BackendUnavailable, FormatError, RedisOptions, open_volume
+from .errors import EXIT_FORMAT, EXIT_FUSE, EXIT_MOUNTPOINT, EXIT_REDIS, UsageError
+from .operations import Operations
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MountConfig:
+    """Everything a mount needs, as parsed from the command line."""
+
+    mountpoint: str
+    redis: RedisOptions
+    volume: str = "default"
+    read_only: bool = False
+    allow_other: bool = False
+    fuse_options: list[str] = field(default_factory=list)
+    attr_timeout: float = 1.0
+    entry_timeout: float = 1.0
+    negative_timeout: float = 0.0
+    cache_bytes: int = 64 << 20
+    write_buffer_bytes: int = 4 << 20
+    max_tasks: int = 64
+
+
+def check_mountpoint(path: str) -> None:
+    """Refuse a mountpoint that is missing, not a directory, or already mounted."""
+    if not os.path.lexists(path):
+        raise UsageError(f"mountpoint {path} does not exist", EXIT_MOUNTPOINT)
+    if not os.path.isdir(path):
+        raise UsageError(f"mountpoint {path} is not a directory", EXIT_MOUNTPOINT)
+    if os.path.ismount(path):
+        raise UsageError(f"{path} is already a mountpoint", EXIT_MOUNTPOINT)
+
+
+def check_fuse() -> None:
+    """Refuse to start without /dev/fuse or fusermount3."""
+    if not os.path.exists("/dev/fuse"):
+        raise UsageError("/dev/fuse is missing: load the fuse module or install fuse3", EXIT_FUSE)
+    if shutil.which("fusermount3") is None:
+        raise UsageError("fusermount3 is not installed (apt install fuse3)", EXIT_FUSE)
+
+
+def fuse_option_set(config: MountConfig) -> set[str]:
+    options = set(pyfuse3.default_options)
+    options |= {f"fsname=redisfuse:{config.volume}", "subtype=redisfuse"}
+    if config.allow_other:
+        options.add("allow_other")
+    if config.read_only:
+        options.add("ro")
+    for raw in config.fuse_options:
+        options |= {opt.strip() for opt in raw.split(",") if opt.strip()}
+    return options
+
+
+async def _serve(config: MountConfig) -> None:
+    async with trio_asyncio.open_loop():
+        volume_cm = open_volume(
+            volume=config.volume,
+            options=config.redis,
+            read_only=config.read_only,
+            cache_bytes=config.cache_bytes,
+            write_buffer_bytes=config.write_buffer_bytes,
+            mountpoint=os.path.abspath(config.mountpoint),
+        )
+        try:
+            volume = await trio_asyncio.aio_as_trio(volume_cm.__aenter__)()
+        except FormatError as exc:
+            raise UsageError(str(exc.strerror), EXIT_FORMAT) from exc
+        except BackendUnavailable as exc:
+            raise UsageError(str(exc.strerror), EXIT_REDIS) from exc
+        exc_info: tuple[Any, Any, Any] = (None, None, None)
+        try:
+            ops = Operations(
+                volume.inodes,
+                attr_timeout=config.attr_timeout,
+                entry_timeout=config.entry_timeout,
+                negative_timeout=config.negative_timeout,
+            )
+            try:
+                pyfuse3.init(ops, config.mountpoint, fuse_option_set(config))
+            except RuntimeError as exc:
+                raise UsageError(f"could not mount {config.mountpoint}: {exc}", EXIT_FUSE) from exc
+            log.info("mounted volume %r at %s", config.volume, config.mountpoint)
+            unmounted = False
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_stop_on_signal)
+                    await pyfuse3.main(max_tasks=config.max_tasks)
+                    unmounted = True
+                    nursery.cancel_scope.cancel()
+            finally:
+                pyfuse3.close(unmount=True)
+                log.info("unmounted %s%s", config.mountpoint,
+                         "" if unmounted else " after a signal")
+        except BaseException as exc:
+            exc_info = (type(exc), exc, exc.__traceback__)
+            raise
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio_asyncio.aio_as_trio(volume_cm.__aexit__)(*exc_info)
+
+
+async def _stop_on_signal() -> None:
+    """End the FUSE loop on SIGINT/SIGTERM so the mount unmounts and flushes."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("received %s, unmounting", signal.Signals(signum).name)
+            pyfuse3.terminate()
+            return
+
+
+def run(config: MountConfig) -> None:
+    """Mount and serve until unmounted or signalled (blocking)."""
+    check_fuse()
+    check_mountpoint(config.mountpoint)
+    trio.run(_serve, config)

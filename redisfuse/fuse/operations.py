@@ -1,0 +1,279 @@
+"""Translates pyfuse3 requests into backend calls; holds no filesystem logic.
+
+Each handler converts its arguments, makes one backend call through the
+bridge and converts the result. Lookup counts are not tracked: the backend
+keeps inodes alive by names and open handles, never by kernel references, so
+``forget`` has nothing to release.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pyfuse3
+
+from ..backend import Attr, DirEntry, Inodes, SetAttr
+from .bridge import Bridge, handler
+from .convert import entry_attributes, negative_entry, statvfs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DirHandle:
+    """An open directory: a snapshot taken at offset 0, served by offset afterwards."""
+
+    ino: int
+    entries: list[DirEntry] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    loaded: bool = False
+
+
+class Operations(pyfuse3.Operations):
+    """pyfuse3 handlers over a backend ``Inodes`` instance."""
+
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+
+    def __init__(
+        self,
+        fs: Inodes,
+        *,
+        attr_timeout: float = 1.0,
+        entry_timeout: float = 1.0,
+        negative_timeout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.fs = fs
+        self.bridge = Bridge()
+        self.attr_timeout = attr_timeout
+        self.entry_timeout = entry_timeout
+        self.negative_timeout = negative_timeout
+        self._dirs: dict[int, DirHandle] = {}
+        self._next_dir = 1
+        self._versions: dict[int, int] = {}
+
+    def __repr__(self) -> str:
+        return f"<Operations {self.fs!r} dirs={len(self._dirs)} {self.bridge!r}>"
+
+    def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
+        return entry_attributes(attr, self.attr_timeout, self.entry_timeout)
+
+    # -- names and attributes ------------------------------------------------
+
+    @handler
+    async def lookup(
+        self, parent_inode: pyfuse3.InodeT, name: bytes, ctx: pyfuse3.RequestContext | None = None
+    ) -> pyfuse3.EntryAttributes:
+        """Resolve a name; with a negative timeout, "absent" is an entry the kernel caches."""
+        try:
+            attr = await self.bridge.call(self.fs.lookup, parent_inode, name)
+        except pyfuse3.FUSEError as exc:
+            if exc.errno == errno.ENOENT and self.negative_timeout > 0:
+                return negative_entry(self.negative_timeout)
+            raise
+        return self._entry(attr)
+
+    @handler
+    async def forget(self, inode_list: Sequence[tuple[pyfuse3.InodeT, int]]) -> None:
+        """Nothing to do: inodes live by names and open handles, not kernel lookups."""
+
+    @handler
+    async def getattr(
+        self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext | None = None
+    ) -> pyfuse3.EntryAttributes:
+        return self._entry(await self.bridge.call(self.fs.getattr, inode))
+
+    @handler
+    async def setattr(
+        self,
+        inode: pyfuse3.InodeT,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: pyfuse3.FileHandleT | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        """chmod, chown, truncate, utimens (UTIME_NOW arrives as a time from pyfuse3)."""
+        changes = SetAttr(
+            mode=attr.st_mode if fields.update_mode else None,
+            uid=attr.st_uid if fields.update_uid else None,
+            gid=attr.st_gid if fields.update_gid else None,
+            size=attr.st_size if fields.update_size else None,
+            atime_ns=attr.st_atime_ns if fields.update_atime else None,
+            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+            ctime_ns=attr.st_ctime_ns if fields.update_ctime else None,
+        )
+        return self._entry(await self.bridge.call(self.fs.setattr, inode, changes))
+
+    @handler
+    async def readlink(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> bytes:
+        return await self.bridge.call(self.fs.readlink, inode)
+
+    @handler
+    async def mknod(
+        self, parent_inode: pyfuse3.InodeT, name: bytes, mode: int, rdev: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        attr = await self.bridge.call(self.fs.mknod, parent_inode, name, mode, ctx.uid, ctx.gid,
+                                      rdev)
+        return self._entry(attr)
+
+    @handler
+    async def mkdir(
+        self, parent_inode: pyfuse3.InodeT, name: bytes, mode: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        attr = await self.bridge.call(self.fs.mkdir, parent_inode, name, mode, ctx.uid, ctx.gid)
+        return self._entry(attr)
+
+    @handler
+    async def unlink(
+        self, parent_inode: pyfuse3.InodeT, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> None:
+        await self.bridge.call(self.fs.unlink, parent_inode, name)
+
+    @handler
+    async def rmdir(
+        self, parent_inode: pyfuse3.InodeT, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> None:
+        await self.bridge.call(self.fs.rmdir, parent_inode, name)
+
+    @handler
+    async def symlink(
+        self, parent_inode: pyfuse3.InodeT, name: bytes, target: bytes,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        attr = await self.bridge.call(self.fs.symlink, parent_inode, name, target, ctx.uid,
+                                      ctx.gid)
+        return self._entry(attr)
+
+    @handler
+    async def rename(
+        self, parent_inode_old: pyfuse3.InodeT, name_old: bytes,
+        parent_inode_new: pyfuse3.InodeT, name_new: bytes, flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
+        """rename(2) and renameat2 with RENAME_NOREPLACE / RENAME_EXCHANGE."""
+        await self.bridge.call(self.fs.rename, parent_inode_old, name_old, parent_inode_new,
+                               name_new, flags)
+
+    @handler
+    async def link(
+        self, inode: pyfuse3.InodeT, new_parent_inode: pyfuse3.InodeT, new_name: bytes,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        return self._entry(await self.bridge.call(self.fs.link, inode, new_parent_inode, new_name))
+
+    # -- files -------------------------------------------------------------------
+
+    def _file_info(self, fh: int, ino: int, version: int) -> pyfuse3.FileInfo:
+        """Keep the kernel's page cache only if nobody changed the file since we last looked."""
+        keep = self._versions.get(ino) == version
+        self._versions[ino] = version
+        return pyfuse3.FileInfo(fh=pyfuse3.FileHandleT(fh), keep_cache=keep)
+
+    @handler
+    async def open(
+        self, inode: pyfuse3.InodeT, flags: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.FileInfo:
+        fh, attr = await self.bridge.call(self.fs.open, inode, flags)
+        return self._file_info(fh, attr.ino, attr.version)
+
+    @handler
+    async def create(
+        self, parent_inode: pyfuse3.InodeT, name: bytes, mode: int, flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        fh, attr = await self.bridge.call(self.fs.create, parent_inode, name, mode, flags,
+                                          ctx.uid, ctx.gid)
+        return self._file_info(fh, attr.ino, attr.version), self._entry(attr)
+
+    @handler
+    async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
+        return await self.bridge.call(self.fs.read, fh, off, size)
+
+    @handler
+    async def write(self, fh: pyfuse3.FileHandleT, off: int, buf: bytes) -> int:
+        return await self.bridge.call(self.fs.write, fh, off, buf)
+
+    @handler
+    async def flush(self, fh: pyfuse3.FileHandleT) -> None:
+        await self.bridge.call(self.fs.flush, fh)
+
+    @handler
+    async def fsync(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
+        await self.bridge.call(self.fs.fsync, fh)
+
+    @handler
+    async def release(self, fh: pyfuse3.FileHandleT) -> None:
+        await self.bridge.call(self.fs.release, fh)
+
+    # -- directories -------------------------------------------------------------
+
+    @handler
+    async def opendir(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> pyfuse3.FileHandleT:
+        fh = self._next_dir
+        self._next_dir += 1
+        self._dirs[fh] = DirHandle(inode)
+        return pyfuse3.FileHandleT(fh)
+
+    @handler
+    async def readdir(
+        self, fh: pyfuse3.FileHandleT, start_id: int, token: pyfuse3.ReaddirToken
+    ) -> None:
+        """List from a snapshot taken when the listing starts; offsets are entry sequence numbers."""
+        handle = self._dirs.get(fh)
+        if handle is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        if start_id == 0 or not handle.loaded:
+            handle.entries = await self.bridge.call(self.fs.readdir, handle.ino, 0)
+            handle.offsets = [e.offset for e in handle.entries]
+            handle.loaded = True
+        for entry in handle.entries[bisect.bisect_right(handle.offsets, start_id):]:
+            assert entry.attr is not None
+            if not pyfuse3.readdir_reply(token, entry.name, self._entry(entry.attr), entry.offset):
+                break
+
+    @handler
+    async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:
+        self._dirs.pop(fh, None)
+
+    @handler
+    async def fsyncdir(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
+        """Directory changes are committed when made; nothing is buffered."""
+
+    @handler
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        return statvfs(await self.bridge.call(self.fs.statfs))
+
+    @handler
+    async def access(self, inode: pyfuse3.InodeT, mode: int, ctx: pyfuse3.RequestContext) -> bool:
+        """The kernel checks permissions (default_permissions); only existence is ours."""
+        await self.bridge.call(self.fs.getattr, inode)
+        return True
+
+    # -- extended attributes -----------------------------------------------------
+
+    @handler
+    async def getxattr(self, inode: pyfuse3.InodeT, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        return await self.bridge.call(self.fs.getxattr, inode, name)
+
+    @handler
+    async def setxattr(
+        self, inode: pyfuse3.InodeT, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
+    ) -> None:
+        """pyfuse3 does not pass XATTR_CREATE/XATTR_REPLACE; the value is always set."""
+        await self.bridge.call(self.fs.setxattr, inode, name, value, 0)
+
+    @handler
+    async def listxattr(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        return await self.bridge.call(self.fs.listxattr, inode)
+
+    @handler
+    async def removexattr(
+        self, inode: pyfuse3.InodeT, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> None:
+        await self.bridge.call(self.fs.removexattr, inode, name)
