@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,9 @@ from redis.exceptions import ConnectionError, RedisError, ResponseError, Timeout
 from ..errors import BackendUnavailable, FSError, NoSpace
 from .keys import Keys, SessionId
 from .model import Settings
-from .scripts import Scripts
+from . import events
+from .metacache import MetaCache
+from .scripts import Scripts, check
 
 
 def now_ns() -> int:
@@ -69,6 +71,7 @@ class Context:
     settings: Settings
     address: str
     session: SessionId = SessionId(0)
+    cache: MetaCache = field(default_factory=lambda: MetaCache(ttl=10.0))
     inode_ids: IdAllocator = field(init=False)
     object_ids: IdAllocator = field(init=False)
 
@@ -76,10 +79,41 @@ class Context:
         self.inode_ids = IdAllocator(self.client, self.keys.counter_ino, 256)
         self.object_ids = IdAllocator(self.client, self.keys.counter_obj, 1024)
 
-    async def script(self, name: str, keys: list[str], args: list[Any]) -> list[Any]:
-        """Run a Lua script, turning Redis failures into FSErrors."""
+    async def script(
+        self,
+        name: str,
+        keys: list[str],
+        args: list[Any],
+        *,
+        changed: Iterable[int] = (),
+        entries: Iterable[tuple[int, bytes]] = (),
+    ) -> list[Any]:
+        """Run a Lua script, turning Redis failures into FSErrors.
+
+        A mutating script names the inodes and entries it may change: they are
+        dropped from this node's cache, and the change event for other nodes is
+        published in the same round trip, right after the script.
+        """
+        changed = tuple(changed)
+        entries = tuple(entries)
         with self.guard():
-            return await self.scripts.call(self.client, name, keys, args)
+            if not changed and not entries:
+                return await self.scripts.call(self.client, name, keys, args)
+            try:
+                pipe = self.client.pipeline(transaction=False)
+                self.scripts.queue(pipe, name, keys, args)
+                pipe.publish(self.keys.events, events.encode(self.session, changed, entries))
+                results = await self.scripts.execute(self.client, pipe)
+            finally:
+                self.forget(changed, entries)
+        return check(name, results[0])
+
+    def forget(self, changed: Iterable[int], entries: Iterable[tuple[int, bytes]]) -> None:
+        """Drop what a change made stale from this node's caches."""
+        for ino in changed:
+            self.cache.drop_attr(ino)
+        for parent, name in entries:
+            self.cache.drop_entry(parent, name)
 
     @contextlib.contextmanager
     def guard(self) -> Iterator[None]:

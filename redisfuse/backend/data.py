@@ -17,9 +17,10 @@ from typing import Any
 import anyio
 
 from ..errors import FSError
-from . import codec
+from . import codec, events
 from .cache import ObjectCache
 from .context import Context, now_ns
+from .lock import Lock
 from .scripts import check
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ class DirtyFile:
         """Offset just past the last byte written; the size after the flush is at least this."""
         self.known_size = -1
         """Committed size as last seen here, to skip loading blocks past the end (-1: unknown)."""
+        self.extents: dict[int, list[list[int]]] = {}
+        """Byte ranges of each block written here (sorted, merged); the rest came from Redis."""
         self.lock = anyio.Lock()
 
     def __repr__(self) -> str:
@@ -46,6 +49,34 @@ class DirtyFile:
     @property
     def buffered(self) -> int:
         return sum(len(b) for b in self.blocks.values())
+
+    def mark(self, idx: int, start: int, end: int) -> None:
+        """Record that bytes [start, end) of block ``idx`` were written here."""
+        ranges = self.extents.setdefault(idx, [])
+        if ranges and start <= ranges[-1][1] and start >= ranges[-1][0]:
+            ranges[-1][1] = max(ranges[-1][1], end)  # the sequential case, in O(1)
+            return
+        ranges.append([start, end])
+        ranges.sort()
+        merged = [ranges[0]]
+        for lo, hi in ranges[1:]:
+            if lo <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], hi)
+            else:
+                merged.append([lo, hi])
+        self.extents[idx] = merged
+
+    def partial_blocks(self) -> list[int]:
+        """Blocks holding bytes this node did not write (merged from Redis before commit)."""
+        return [
+            idx
+            for idx, block in self.blocks.items()
+            if self.extents.get(idx) != [[0, len(block)]]
+        ]
+
+    def clear(self) -> None:
+        self.blocks = {}
+        self.extents = {}
 
 
 class BlockStore:
@@ -174,13 +205,55 @@ class BlockStore:
             if len(block) < within:
                 block.extend(bytes(within - len(block)))
             block[within : within + take] = data[pos : pos + take]
+            dirty.mark(idx, within, within + take)
             pos += take
         dirty.end = max(dirty.end, offset + len(data))
 
-    async def flush(self, dirty: DirtyFile) -> None:
-        """Commit every buffered block in one pipeline; on failure the buffer is kept."""
+    async def committed_size(self, ino: int) -> int:
+        """The size in Redis right now (no cache): for appends, under the inode lock."""
+        with self.ctx.guard():
+            value = await self.ctx.client.hget(self.keys.inode(ino), "size")  # type: ignore[misc]
+        if value is None:
+            raise FSError(errno.ENOENT, f"inode {ino} does not exist")
+        return int(value)
+
+    async def _remerge(self, dirty: DirtyFile, partial: list[int]) -> None:
+        """Reload partly written blocks (under the inode lock) and lay this node's bytes on top.
+
+        Another node may have changed the rest of such a block since it was
+        loaded; without this, committing the whole block would undo that change.
+        """
+        with self.ctx.guard():
+            values = await self.ctx.client.hmget(  # type: ignore[misc]
+                self.keys.blockmap(dirty.ino), [str(i) for i in partial]
+            )
+        fresh = await self._fetch(list(values))
+        for idx, base in zip(partial, fresh, strict=True):
+            mine = dirty.blocks[idx]
+            merged = bytearray(base or b"")
+            if len(merged) < len(mine):
+                merged.extend(bytes(len(mine) - len(merged)))
+            for lo, hi in dirty.extents.get(idx, []):
+                merged[lo:hi] = mine[lo:hi]
+            dirty.blocks[idx] = merged
+
+    async def flush(self, dirty: DirtyFile, *, locked: bool = False) -> None:
+        """Commit every buffered block in one pipeline; on failure the buffer is kept.
+
+        Blocks that hold bytes this node did not write are merged afresh under
+        the inode lock first (``locked``: the caller holds it already).
+        """
         if not dirty.blocks and dirty.end <= max(dirty.known_size, 0):
             return
+        partial = [] if locked else dirty.partial_blocks()
+        if partial:
+            async with Lock(self.ctx, self.keys.inode_lock(dirty.ino), renew=False):
+                await self._remerge(dirty, partial)
+                await self._commit(dirty)
+        else:
+            await self._commit(dirty)
+
+    async def _commit(self, dirty: DirtyFile) -> None:
         blocks = dirty.blocks
         end = dirty.end
         indexes = sorted(blocks)
@@ -212,9 +285,13 @@ class BlockStore:
                 await self.before_commit()
                 pipe = self.ctx.client.pipeline(transaction=False)
             self.ctx.scripts.queue(pipe, "commit", commit_keys, args)
-            results = await self.ctx.scripts.execute(self.ctx.client, pipe)
+            pipe.publish(self.keys.events, events.encode(self.ctx.session, (dirty.ino,)))
+            try:
+                results = await self.ctx.scripts.execute(self.ctx.client, pipe)
+            finally:
+                self.ctx.forget((dirty.ino,), ())
         try:
-            res = check("commit", results[-1])
+            res = check("commit", results[-2])
         except FSError:
             # The inode is gone: the stored objects are garbage now.
             with self.ctx.guard():
@@ -222,11 +299,11 @@ class BlockStore:
                     await self.ctx.client.zadd(
                         self.keys.trash, {str(i): now // 1_000_000 for i in ids}
                     )
-            dirty.blocks = {}
+            dirty.clear()
             raise
         for obj, payload in zip(ids, payloads, strict=True):
             self.cache.put(obj, payload)
-        dirty.blocks = {}
+        dirty.clear()
         dirty.known_size = int(res[1])
         dirty.end = 0
 

@@ -1,10 +1,16 @@
-"""Checks a volume's invariants and reports every violation it finds.
+"""Checks a volume's invariants, reports every violation, and repairs them on request.
 
-Reads only (repair is a later step): walks every inode, entry, block map and
-object with SCAN and compares what it finds with the invariants listed in
-keys.py. Objects in ``trash`` and inodes in ``reclaim`` are pending deletion,
-not findings. Unreferenced objects (for instance written by a client that died
-before committing its block map) are reported as ``leaked objects``.
+Walks every inode, entry, block map and object with SCAN and compares what it
+finds with the invariants listed in keys.py. Objects in ``trash`` and inodes in
+``reclaim`` are pending deletion, not findings. Unreferenced objects (written by
+a client that died before committing its block map) are ``leaked_objects``.
+
+With ``repair=True`` each finding is fixed as it is found: dangling entries are
+removed, nlink, parent, byte and usage counters are set to what the tree says,
+unreachable inodes are freed (or kept as orphans while open), orphans without
+inodes dropped, map entries of missing objects removed (those blocks read as
+holes), and leaked objects idle for ``min_idle`` seconds deleted. Run it on a
+quiet volume: a repair races with writers as any offline fsck would.
 """
 
 from __future__ import annotations
@@ -17,16 +23,20 @@ from redis.asyncio import Redis
 
 from .keys import ROOT_INO, Keys
 
+LEAK_MIN_IDLE_S = 60
+"""A leaked object younger than this may belong to a flush still in flight."""
+
 
 @dataclass
 class FsckReport:
-    """What fsck found; ``problems`` is empty for a consistent volume."""
+    """What fsck found (and, with repair, what it changed); ``ok`` when nothing."""
 
     inodes: int = 0
     entries: int = 0
     objects: int = 0
     problems: list[str] = field(default_factory=list)
     leaked_objects: list[int] = field(default_factory=list)
+    repairs: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -37,6 +47,7 @@ class FsckReport:
         lines += self.problems
         if self.leaked_objects:
             lines.append(f"{len(self.leaked_objects)} leaked objects: {self.leaked_objects[:20]}")
+        lines += [f"repaired: {r}" for r in self.repairs]
         return "\n".join(lines)
 
 
@@ -48,86 +59,211 @@ async def _scan_ids(client: Redis, keys: Keys, kind: str) -> list[int]:
     return out
 
 
-async def fsck(client: Redis, volume: str) -> FsckReport:
-    """Check every invariant of ``volume`` and return the findings."""
-    keys = Keys(volume)
-    report = FsckReport()
-    problems = report.problems
-    inos = sorted(await _scan_ids(client, keys, "i"))
-    report.inodes = len(inos)
-    pipe = client.pipeline(transaction=False)
-    for ino in inos:
-        pipe.hgetall(keys.inode(ino))
-    attrs = dict(zip(inos, await pipe.execute(), strict=True))
-    orphans = {int(i) for i in await client.zrange(keys.orphans, 0, -1)}
-    reclaim = {int(i) for i in await client.zrange(keys.reclaim, 0, -1)}
-    trash = {int(i) for i in await client.zrange(keys.trash, 0, -1)}
+class _Checker:
+    def __init__(self, client: Redis, keys: Keys, repair: bool, min_idle: int) -> None:
+        self.client = client
+        self.keys = keys
+        self.repair = repair
+        self.min_idle = min_idle
+        self.report = FsckReport()
 
-    links: Counter[int] = Counter()
-    subdirs: Counter[int] = Counter()
-    parents: dict[int, int] = {}
-    for ino, fields in attrs.items():
-        if not stat.S_ISDIR(int(fields[b"mode"])):
-            continue
-        entries = await client.hgetall(keys.dirents(ino))  # type: ignore[misc]
-        for name, value in entries.items():
-            report.entries += 1
-            child = int(value.split(b":")[0])
-            if child not in attrs:
-                problems.append(f"dangling entry {name!r} in directory {ino} -> {child}")
+    def problem(self, text: str) -> None:
+        self.report.problems.append(text)
+
+    def fixed(self, text: str) -> None:
+        self.report.repairs.append(text)
+
+    async def run(self) -> FsckReport:
+        client, keys = self.client, self.keys
+        inos = sorted(await _scan_ids(client, keys, "i"))
+        self.report.inodes = len(inos)
+        pipe = client.pipeline(transaction=False)
+        for ino in inos:
+            pipe.hgetall(keys.inode(ino))
+        attrs = dict(zip(inos, await pipe.execute(), strict=True))
+        orphans = {int(i) for i in await client.zrange(keys.orphans, 0, -1)}
+        reclaim = {int(i) for i in await client.zrange(keys.reclaim, 0, -1)}
+        trash = {int(i) for i in await client.zrange(keys.trash, 0, -1)}
+        opens = await self._open_counts()
+
+        links: Counter[int] = Counter()
+        subdirs: Counter[int] = Counter()
+        parents: dict[int, int] = {}
+        for ino, fields in attrs.items():
+            if not stat.S_ISDIR(int(fields[b"mode"])):
                 continue
-            links[child] += 1
-            if stat.S_ISDIR(int(attrs[child][b"mode"])):
-                subdirs[ino] += 1
-                parents[child] = ino
-    total_bytes = 0
-    referenced: set[int] = set()
-    for ino, fields in attrs.items():
+            entries = await client.hgetall(keys.dirents(ino))  # type: ignore[misc]
+            for name, value in entries.items():
+                self.report.entries += 1
+                child = int(value.split(b":")[0])
+                if child not in attrs:
+                    self.problem(f"dangling entry {name!r} in directory {ino} -> {child}")
+                    if self.repair:
+                        await client.hdel(keys.dirents(ino), name)  # type: ignore[misc]
+                        self.fixed(f"removed entry {name!r} of directory {ino}")
+                    continue
+                links[child] += 1
+                if stat.S_ISDIR(int(attrs[child][b"mode"])):
+                    subdirs[ino] += 1
+                    parents[child] = ino
+
+        referenced: set[int] = set()
+        live: dict[int, int] = {}  # ino -> bytes, after repairs
+        for ino, fields in attrs.items():
+            used = await self._check_inode(ino, fields, links, subdirs, parents, orphans,
+                                           opens, referenced)
+            if used is not None:
+                live[ino] = used
+        for ino in await _scan_ids(client, keys, "m"):
+            if ino not in live and ino not in reclaim:
+                self.problem(f"block map of missing inode {ino} not queued for reclaim")
+                if self.repair:
+                    await client.zadd(keys.reclaim, {str(ino): 0})
+                    self.fixed(f"queued block map of inode {ino} for reclaim")
+                    reclaim.add(ino)
+            if ino in reclaim:
+                for value in await client.hvals(keys.blockmap(ino)):  # type: ignore[misc]
+                    referenced.add(int(value.split(b":")[0]))
+        for ino in orphans:
+            if ino not in live:
+                self.problem(f"orphan {ino} has no inode")
+                if self.repair:
+                    await client.zrem(keys.orphans, str(ino))
+                    self.fixed(f"dropped orphan {ino}")
+        await self._check_objects(referenced, trash)
+        await self._check_usage(live)
+        return self.report
+
+    async def _open_counts(self) -> Counter[int]:
+        counts: Counter[int] = Counter()
+        async for key in self.client.scan_iter(match=self.keys.pattern("open"), count=1000):
+            for ino, n in (await self.client.hgetall(key)).items():  # type: ignore[misc]
+                counts[int(ino)] += int(n)
+        return counts
+
+    async def _check_inode(
+        self,
+        ino: int,
+        fields: dict[bytes, bytes],
+        links: Counter[int],
+        subdirs: Counter[int],
+        parents: dict[int, int],
+        orphans: set[int],
+        opens: Counter[int],
+        referenced: set[int],
+    ) -> int | None:
+        """Check one inode; return its byte count, or None when it was freed by repair."""
+        client, keys = self.client, self.keys
         mode = int(fields[b"mode"])
         nlink = int(fields[b"nlink"])
+        if int(fields.get(b"opens", 0)) != opens[ino]:
+            self.problem(f"inode {ino} counts {fields.get(b'opens')!r} opens, sessions hold "
+                         f"{opens[ino]}")
+            if self.repair:
+                await client.hset(keys.inode(ino), "opens", opens[ino])  # type: ignore[misc]
+                self.fixed(f"set opens of inode {ino} to {opens[ino]}")
         if stat.S_ISDIR(mode):
             expect = 2 + subdirs[ino]
-            if ino != ROOT_INO and links[ino] != 1:
-                problems.append(f"directory {ino} has {links[ino]} names")
-            if ino != ROOT_INO and int(fields.get(b"parent", 0)) != parents.get(ino):
-                problems.append(f"directory {ino} records parent {fields.get(b'parent')!r}, "
-                                f"is in {parents.get(ino)}")
+            if ino != ROOT_INO and links[ino] > 1:
+                self.problem(f"directory {ino} has {links[ino]} names")
+            if ino != ROOT_INO and links[ino] and int(fields.get(b"parent", 0)) != parents[ino]:
+                self.problem(f"directory {ino} records parent {fields.get(b'parent')!r}, "
+                             f"is in {parents[ino]}")
+                if self.repair:
+                    await client.hset(keys.inode(ino), "parent", parents[ino])  # type: ignore[misc]
+                    self.fixed(f"set parent of directory {ino} to {parents[ino]}")
         else:
             expect = links[ino]
         if links[ino] == 0 and ino != ROOT_INO:
-            if ino not in orphans:
-                problems.append(f"inode {ino} is unreachable and not an open orphan")
             expect = 0
+            if ino not in orphans or not opens[ino]:
+                self.problem(f"inode {ino} is unreachable and not held open")
+                if self.repair:
+                    await self._free(ino, fields)
+                    return None
         if nlink != expect:
-            problems.append(f"inode {ino} has nlink {nlink}, expected {expect}")
+            self.problem(f"inode {ino} has nlink {nlink}, expected {expect}")
+            if self.repair:
+                await client.hset(keys.inode(ino), "nlink", expect)  # type: ignore[misc]
+                self.fixed(f"set nlink of inode {ino} to {expect}")
         blockmap = await client.hgetall(keys.blockmap(ino))  # type: ignore[misc]
+        present = await self._existing([int(v.split(b":")[0]) for v in blockmap.values()])
         valid_sum = 0
+        lost = 0
+        missing: list[bytes] = []
         for idx, value in blockmap.items():
             obj, valid = (int(x) for x in value.split(b":"))
-            referenced.add(obj)
             valid_sum += valid
-            del idx
-        if valid_sum != int(fields.get(b"bytes", 0)):
-            problems.append(f"inode {ino} counts {fields.get(b'bytes')!r} bytes, map holds {valid_sum}")
-        total_bytes += int(fields.get(b"bytes", 0))
-    for ino in await _scan_ids(client, keys, "m"):
-        if ino not in attrs and ino not in reclaim:
-            problems.append(f"block map of missing inode {ino} not queued for reclaim")
-        if ino in reclaim:
-            for value in await client.hvals(keys.blockmap(ino)):  # type: ignore[misc]
-                referenced.add(int(value.split(b":")[0]))
-    for ino in orphans:
-        if ino not in attrs:
-            problems.append(f"orphan {ino} has no inode")
-    objects = await _scan_ids(client, keys, "o")
-    report.objects = len(objects)
-    present = set(objects)
-    for obj in sorted(referenced - present):
-        problems.append(f"object {obj} is referenced but missing")
-    report.leaked_objects = sorted(present - referenced - trash)
-    usage = await client.hgetall(keys.usage)  # type: ignore[misc]
-    if int(usage.get(b"inodes", 0)) != len(attrs):
-        problems.append(f"usage counts {usage.get(b'inodes')!r} inodes, found {len(attrs)}")
-    if int(usage.get(b"bytes", 0)) != total_bytes:
-        problems.append(f"usage counts {usage.get(b'bytes')!r} bytes, inodes hold {total_bytes}")
-    return report
+            if obj in present:
+                referenced.add(obj)
+            else:
+                self.problem(f"object {obj} (block {int(idx)} of inode {ino}) is missing")
+                missing.append(idx)
+                lost += valid
+        recorded = int(fields.get(b"bytes", 0))
+        if valid_sum != recorded:
+            self.problem(f"inode {ino} counts {recorded} bytes, map holds {valid_sum}")
+        if not self.repair:
+            return recorded
+        if missing:
+            await client.hdel(keys.blockmap(ino), *missing)  # type: ignore[misc]
+            self.fixed(f"dropped {len(missing)} blocks of inode {ino} whose objects are gone")
+        if valid_sum - lost != recorded:
+            await client.hset(keys.inode(ino), "bytes", valid_sum - lost)  # type: ignore[misc]
+            self.fixed(f"set bytes of inode {ino} to {valid_sum - lost}")
+        return valid_sum - lost
+
+    async def _existing(self, objs: list[int]) -> set[int]:
+        if not objs:
+            return set()
+        pipe = self.client.pipeline(transaction=False)
+        for obj in objs:
+            pipe.exists(self.keys.obj(obj))
+        return {obj for obj, there in zip(objs, await pipe.execute(), strict=True) if there}
+
+    async def _free(self, ino: int, fields: dict[bytes, bytes]) -> None:
+        keys = self.keys
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(keys.inode(ino), keys.dirents(ino), keys.xattrs(ino), keys.symlink(ino))
+        pipe.zrem(keys.orphans, str(ino))
+        pipe.zadd(keys.reclaim, {str(ino): 0})
+        await pipe.execute()
+        self.fixed(f"freed unreachable inode {ino} ({fields.get(b'bytes', b'0').decode()} bytes)")
+
+    async def _check_objects(self, referenced: set[int], trash: set[int]) -> None:
+        objects = await _scan_ids(self.client, self.keys, "o")
+        self.report.objects = len(objects)
+        leaked = sorted(set(objects) - referenced - trash)
+        self.report.leaked_objects = leaked
+        if not (self.repair and leaked):
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for obj in leaked:
+            pipe.object("idletime", self.keys.obj(obj))
+        idle = await pipe.execute()
+        old = [obj for obj, seconds in zip(leaked, idle, strict=True)
+               if seconds is not None and seconds >= self.min_idle]
+        if old:
+            await self.client.unlink(*(self.keys.obj(o) for o in old))
+            self.fixed(f"deleted {len(old)} leaked objects")
+
+    async def _check_usage(self, live: dict[int, int]) -> None:
+        usage = await self.client.hgetall(self.keys.usage)  # type: ignore[misc]
+        inodes, total = len(live), sum(live.values())
+        bad = False
+        if int(usage.get(b"inodes", 0)) != inodes:
+            self.problem(f"usage counts {usage.get(b'inodes')!r} inodes, found {inodes}")
+            bad = True
+        if int(usage.get(b"bytes", 0)) != total:
+            self.problem(f"usage counts {usage.get(b'bytes')!r} bytes, inodes hold {total}")
+            bad = True
+        if bad and self.repair:
+            await self.client.hset(self.keys.usage, mapping={"inodes": inodes, "bytes": total})  # type: ignore[misc]
+            self.fixed(f"set usage to {inodes} inodes, {total} bytes")
+
+
+async def fsck(
+    client: Redis, volume: str, *, repair: bool = False, min_idle: int = LEAK_MIN_IDLE_S
+) -> FsckReport:
+    """Check every invariant of ``volume``; with ``repair``, fix what was found."""
+    return await _Checker(client, Keys(volume), repair, min_idle).run()

@@ -25,6 +25,7 @@ would lose precision).
 | ``sessions`` | zset | session id -> last heartbeat (ms) |
 | ``sess:SID`` | hash | ``host pid mountpoint version started`` of a session |
 | ``open:SID`` | hash | inode -> number of handles session SID holds open on it |
+| ``lock:NAME`` | string | a distributed lock: owner token with a TTL (see lock.py); ``NAME`` is ``i:INO`` for inode locks |
 | channel ``events`` | pub/sub | change notifications (see events.py) |
 """
 
@@ -114,6 +115,12 @@ class Keys:
 
     def obj(self, obj: int) -> str:
         return f"{self.prefix}o:{obj}"
+
+    def lock(self, name: str) -> str:
+        return f"{self.prefix}lock:{name}"
+
+    def inode_lock(self, ino: int) -> str:
+        return self.lock(f"i:{ino}")
 
     def session(self, sid: int) -> str:
         return f"{self.prefix}sess:{sid}"

@@ -64,11 +64,16 @@ class Namespace:
 
     async def getattr(self, ino: int) -> Attr:
         """Return the attributes of ``ino`` (ENOENT once it is gone)."""
+        cached = self.ctx.cache.attr(ino)
+        if cached is not None:
+            return cached
         with self.ctx.guard():
             fields = await self.ctx.client.hgetall(self.keys.inode(ino))  # type: ignore[misc]
         if not fields:
             raise NotFound(f"inode {ino} does not exist")
-        return attr_from_fields(ino, fields)
+        attr = attr_from_fields(ino, fields)
+        self.ctx.cache.put_attr(attr)
+        return attr
 
     async def lookup(self, parent: int, name: bytes) -> Attr:
         """Resolve ``name`` in directory ``parent``; '.' and '..' resolve too."""
@@ -77,10 +82,15 @@ class Namespace:
         if name == b"..":
             return await self.getattr(await self.parent_of(parent))
         validate_name(name)
+        cached = self.ctx.cache.entry(parent, name)
+        if cached is not None:
+            return cached
         res = await self.ctx.script(
             "lookup", [self.keys.dirents(parent), self.keys.inode(parent)], [name, self.keys.prefix]
         )
-        return attr_from_pairs(int(res[1]), res[2])
+        attr = attr_from_pairs(int(res[1]), res[2])
+        self.ctx.cache.put_entry(parent, name, attr)
+        return attr
 
     async def parent_of(self, ino: int) -> int:
         """The parent directory of directory ``ino`` (the root is its own parent)."""
@@ -132,12 +142,14 @@ class Namespace:
             ]
             args: list[Any] = [name, ino, mode, uid, gid, rdev, now, target, int(open_it), parent]
             try:
-                res = await self.ctx.script("create", keys, args)
+                res = await self.ctx.script(
+                    "create", keys, args, changed=(parent,), entries=((parent, name),)
+                )
             except Stale:
                 continue
             final_mode, final_gid = int(res[2]), int(res[3])
             is_dir = stat.S_ISDIR(final_mode)
-            return Attr(
+            attr = Attr(
                 ino=Ino(ino),
                 mode=final_mode,
                 nlink=2 if is_dir else 1,
@@ -151,6 +163,8 @@ class Namespace:
                 version=1,
                 bytes_used=0,
             )
+            self.ctx.cache.put_entry(parent, name, attr)
+            return attr
         raise FSError(errno.EIO, "could not allocate an inode number")
 
     async def readlink(self, ino: int) -> bytes:
@@ -168,10 +182,15 @@ class Namespace:
         """Give inode ``ino`` another name (EPERM for directories)."""
         validate_name(name, creating=True)
         keys = [self.keys.dirents(parent), self.keys.inode(parent), self.keys.inode(ino)]
-        res = await self.ctx.script("link", keys, [name, ino, now_ns()])
+        res = await self.ctx.script(
+            "link", keys, [name, ino, now_ns()], changed=(parent, ino), entries=((parent, name),)
+        )
         return attr_from_pairs(ino, res[2])
 
     async def _resolve(self, parent: int, name: bytes) -> int:
+        cached = self.ctx.cache.child(parent, name)
+        if cached is not None:
+            return cached
         with self.ctx.guard():
             value = await self.ctx.client.hget(self.keys.dirents(parent), name)  # type: ignore[misc]
         ino = _entry_ino(value)
@@ -207,9 +226,14 @@ class Namespace:
             now = now_ns()
             try:
                 res = await self.ctx.script(
-                    "unlink", keys, [name, ino, int(rmdir), now, now // 1_000_000]
+                    "unlink",
+                    keys,
+                    [name, ino, int(rmdir), now, now // 1_000_000],
+                    changed=(parent, ino),
+                    entries=((parent, name),),
                 )
             except Stale:
+                self.ctx.forget((ino,), ((parent, name),))
                 continue
             return int(res[1])
         raise FSError(errno.EAGAIN, f"{name!r} kept changing; gave up")
@@ -272,8 +296,16 @@ class Namespace:
             args: list[Any] = [name, newname, src, dst, flags, now, now // 1_000_000, parent,
                                newparent, len(chain1), *chain1, len(chain2), *chain2]
             try:
-                res = await self.ctx.script("rename", keys, args)
+                res = await self.ctx.script(
+                    "rename",
+                    keys,
+                    args,
+                    changed=(parent, newparent, src, dst),
+                    entries=((parent, name), (newparent, newname)),
+                )
             except Stale:
+                self.ctx.forget((src, dst, *chain1, *chain2),
+                                ((parent, name), (newparent, newname)))
                 continue
             return int(res[1])
         raise FSError(errno.EAGAIN, f"{name!r} kept changing; gave up")
@@ -311,7 +343,9 @@ class Namespace:
         for (seq, name, child), f in zip(entries, fields, strict=True):
             if not f:
                 continue  # removed between the two round trips
-            out.append(DirEntry(name, Ino(child), seq, attr_from_fields(child, f)))
+            attr = attr_from_fields(child, f)
+            self.ctx.cache.put_entry(ino, name, attr)
+            out.append(DirEntry(name, Ino(child), seq, attr))
         return out
 
     async def setattr(self, ino: int, changes: SetAttr) -> Attr:
@@ -339,5 +373,7 @@ class Namespace:
                 size, opt(changes.atime_ns), opt(changes.mtime_ns), opt(changes.ctime_ns),
                 self.ctx.settings.block_size]
         keys = [self.keys.inode(ino), self.keys.blockmap(ino), self.keys.usage, self.keys.trash]
-        res = await self.ctx.script("setattr", keys, args)
-        return attr_from_pairs(ino, res[1])
+        res = await self.ctx.script("setattr", keys, args, changed=(ino,))
+        attr = attr_from_pairs(ino, res[1])
+        self.ctx.cache.put_attr(attr)
+        return attr

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 from typing import TYPE_CHECKING
 
 from ..errors import FSError, IsADirectory, NotADirectory, NotFound

@@ -35,6 +35,9 @@ SCRIPT_NAMES = (
     "release",
     "xattr_set",
     "read_map",
+    "lock",
+    "extend",
+    "unlock",
 )
 
 STALE = -1

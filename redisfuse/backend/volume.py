@@ -12,7 +12,6 @@ import contextlib
 import errno
 import logging
 import os
-import socket
 import stat
 import uuid
 import warnings
@@ -26,8 +25,11 @@ from ..errors import FormatError, FSError, ReadOnly
 from .cache import ObjectCache
 from .connect import RedisOptions, connect
 from .context import Context, now_ns
+from . import events
 from .data import BlockStore, DirtyFile
-from .keys import ROOT_INO, Keys, SessionId
+from .events import Event
+from .keys import ROOT_INO, Keys
+from .lock import Lock
 from .model import (
     BLOCK_SIZE,
     FORMAT_VERSION,
@@ -42,6 +44,7 @@ from .model import (
 from .namespace import Namespace
 from .paths import Volume
 from .scripts import Scripts
+from .session import Sessions
 from .xattrs import Xattrs
 
 log = logging.getLogger(__name__)
@@ -73,18 +76,22 @@ class OpenFile:
         return bool(self.flags & os.O_APPEND)
 
 
-async def _load_settings(client: Redis, keys: Keys, codec: str) -> Settings:
+async def _load_settings(client: Redis, keys: Keys, codec: str, read_only: bool) -> Settings:
     """Read the volume's settings, formatting the volume first if it is empty."""
     scripts = Scripts()
     await scripts.load(client)
     fields = await client.hgetall(keys.setting)  # type: ignore[misc]
+    if not fields and read_only:
+        raise FormatError(
+            f"volume {keys.volume!r} is not formatted; a read-only open cannot format it"
+        )
     if not fields:
         now = now_ns()
         args = [FORMAT_VERSION, BLOCK_SIZE, codec, now, uuid.uuid4().hex,
                 stat.S_IFDIR | 0o755, os.getuid(), os.getgid()]
         keys_ = [keys.setting, keys.inode(ROOT_INO), keys.usage, keys.counter_ino]
         formatted = await scripts.call(client, "format", keys_, args)
-        if int(formatted[0]) == 0:
+        if int(formatted[1]) == 1:
             log.info("formatted new volume %r", keys.volume)
         fields = await client.hgetall(keys.setting)  # type: ignore[misc]
     version = int(fields.get(b"format", b"0"))
@@ -112,6 +119,7 @@ class Inodes:
         read_only: bool,
         cache_bytes: int,
         write_buffer_bytes: int,
+        session_timeout: float = 60.0,
     ) -> None:
         self.ctx = ctx
         self.keys = ctx.keys
@@ -126,6 +134,8 @@ class Inodes:
         self._local_opens: dict[int, int] = {}
         self._unreclaimed = 0
         self._closed = False
+        self.sessions = Sessions(ctx, session_timeout)
+        self._fenced = False
 
     def __repr__(self) -> str:
         return (
@@ -144,28 +154,37 @@ class Inodes:
     def _writable(self) -> None:
         if self.read_only:
             raise ReadOnly(f"volume {self.keys.volume!r} is open read-only")
+        if self._fenced and not self.sessions.lease_valid:
+            raise FSError(errno.EIO, "this node's session lease expired; refusing to write "
+                          "until its heartbeat reaches Redis again")
+
+    async def maintain(self, interval: float | None = None) -> None:
+        """Run the session's housekeeping until cancelled: heartbeat, reclaim, gc.
+
+        The FUSE frontend runs this for the life of the mount; a library user who
+        keeps a volume open for long should run it in a task too. Once it runs,
+        writes are fenced: a node whose lease expired (say, frozen, or cut off
+        from Redis) refuses to write instead of racing the node that reclaimed it.
+        """
+        interval = interval or max(self.sessions.timeout / 6, 0.2)
+        self._fenced = True
+        rounds = 0
+        try:
+            while True:
+                try:
+                    await self.sessions.heartbeat()
+                    if rounds % 3 == 0:
+                        for sid in await self.sessions.dead():
+                            await self.sessions.reclaim(sid)
+                        await self.gc()
+                except FSError as exc:
+                    log.warning("housekeeping failed (will retry): %s", exc)
+                rounds += 1
+                await anyio.sleep(interval)
+        finally:
+            self._fenced = False
 
     # -- lifecycle -----------------------------------------------------------
-
-    async def _register_session(self, mountpoint: str) -> None:
-        client = self.ctx.client
-        sid = SessionId(int(await client.incr(self.keys.counter_sess)))
-        self.ctx.session = sid
-        pipe = client.pipeline(transaction=True)
-        pipe.hset(
-            self.keys.session(sid),
-            mapping={"host": socket.gethostname(), "pid": os.getpid(), "mountpoint": mountpoint,
-                     "version": __version__, "started": now_ns()},
-        )
-        pipe.zadd(self.keys.sessions, {str(sid): now_ns() // 1_000_000})
-        await pipe.execute()
-
-    async def _unregister_session(self) -> None:
-        sid = self.ctx.session
-        pipe = self.ctx.client.pipeline(transaction=True)
-        pipe.delete(self.keys.session(sid))
-        pipe.zrem(self.keys.sessions, str(sid))
-        await pipe.execute()
 
     async def _freed(self, fate: int) -> None:
         """Count inodes freed with their data; delete their objects in batches.
@@ -197,8 +216,33 @@ class Inodes:
                     await self.release(fh)
                 except FSError as exc:
                     log.error("could not release handle %d at close: %s", fh, exc)
-            await self._unregister_session()
+            await self.sessions.unregister()
             await self.reclaim_pending()
+
+    # -- change events -----------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Other nodes' changes, as they happen; turns this node's metadata cache on.
+
+        While this iterator runs, attributes and entries are cached here and
+        dropped as events arrive; ``Resync`` (first, and after any reconnect)
+        clears the cache. Consumers (the FUSE frontend) use the events to
+        invalidate their own caches too.
+        """
+        cache = self.ctx.cache
+        try:
+            async for event in events.listen(self.ctx.client, self.keys.events, self.ctx.session):
+                if isinstance(event, events.InodeChanged):
+                    cache.drop_attr(event.ino)
+                elif isinstance(event, events.EntryChanged):
+                    cache.drop_entry(event.parent, event.name)
+                else:
+                    cache.clear()
+                    cache.enabled = True
+                yield event
+        finally:
+            cache.enabled = False
+            cache.clear()
 
     # -- attributes and names ------------------------------------------------
 
@@ -263,7 +307,9 @@ class Inodes:
 
     async def setattr(self, ino: int, changes: SetAttr) -> Attr:
         self._writable()
-        if changes.size is not None:
+        # Buffered writes happened before this call: commit them first, or their
+        # commit would later stamp mtime "now" over the time set here (tar, cp -a).
+        if changes.size is not None or changes.mtime_ns is not None:
             dirty = self._dirty.get(ino)
             if dirty is not None:
                 async with dirty.lock:
@@ -356,15 +402,29 @@ class Inodes:
         dirty = self._dirty[of.ino]
         async with dirty.lock:
             if of.append:
-                if dirty.known_size < 0:
-                    dirty.known_size = (await self.namespace.getattr(of.ino)).size
-                offset = max(dirty.known_size, dirty.end)
+                await self._append(dirty, data)
+                return len(data)
             if offset + len(data) > MAX_FILE_SIZE:
                 raise FSError(errno.EFBIG, f"write past the maximum file size {MAX_FILE_SIZE}")
             await self.data.write(dirty, offset, data)
             if dirty.buffered >= self.write_buffer_bytes:
                 await self.data.flush(dirty)
         return len(data)
+
+    async def _append(self, dirty: DirtyFile, data: bytes) -> None:
+        """O_APPEND: place ``data`` at the end of file as Redis sees it, under the inode lock.
+
+        The end is read and the write committed while the lock is held, so appends
+        from several nodes never overwrite each other.
+        """
+        async with Lock(self.ctx, self.keys.inode_lock(dirty.ino), renew=False):
+            await self.data.flush(dirty, locked=True)
+            dirty.known_size = await self.data.committed_size(dirty.ino)
+            offset = max(dirty.known_size, dirty.end)
+            if offset + len(data) > MAX_FILE_SIZE:
+                raise FSError(errno.EFBIG, f"write past the maximum file size {MAX_FILE_SIZE}")
+            await self.data.write(dirty, offset, data)
+            await self.data.flush(dirty, locked=True)
 
     async def flush(self, fh: int) -> None:
         """Commit this node's buffered writes to the handle's inode."""
@@ -426,23 +486,27 @@ async def open_volume(
     write_buffer_bytes: int = 4 << 20,
     mountpoint: str = "",
     options: RedisOptions | None = None,
+    session_timeout: float = 60.0,
+    metadata_ttl: float = 10.0,
 ) -> AsyncIterator[Volume]:
     """Open (and on first use format) a volume; close it cleanly on exit.
 
     Pass a Redis URL (``redis://``, ``rediss://``, ``unix://``) or host, port, db
     and password. Raises BackendUnavailable when Redis cannot be reached and
-    FormatError when the volume was formatted by an incompatible version.
+    FormatError when the volume was formatted by an incompatible version (or,
+    opened ``read_only``, was never formatted).
     """
     opts = options or RedisOptions(url=url, host=host, port=port, db=db, password=password)
     keys = Keys(volume)
     client = await connect(opts)
     try:
-        settings = await _load_settings(client, keys, codec)
+        settings = await _load_settings(client, keys, codec, read_only)
         ctx = Context(client, keys, Scripts(), settings, opts.address)
         inodes = Inodes(ctx, read_only=read_only, cache_bytes=cache_bytes,
-                        write_buffer_bytes=write_buffer_bytes)
+                        write_buffer_bytes=write_buffer_bytes, session_timeout=session_timeout)
+        ctx.cache.ttl = metadata_ttl
         try:
-            await inodes._register_session(mountpoint)
+            await inodes.sessions.register(mountpoint)
             yield Volume(inodes)
         finally:
             await inodes.aclose()

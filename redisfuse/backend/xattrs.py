@@ -63,9 +63,9 @@ class Xattrs:
         if flags & ~(XATTR_CREATE | XATTR_REPLACE):
             raise FSError(errno.EINVAL, f"invalid xattr flags {flags}")
         keys = [self.keys.xattrs(ino), self.keys.inode(ino)]
-        await self.ctx.script("xattr_set", keys, [name, value, flags, now_ns()])
+        await self.ctx.script("xattr_set", keys, [name, value, flags, now_ns()], changed=(ino,))
 
     async def remove(self, ino: int, name: bytes) -> None:
         validate_xattr_name(name)
         keys = [self.keys.xattrs(ino), self.keys.inode(ino)]
-        await self.ctx.script("xattr_set", keys, [name, b"", _REMOVE, now_ns()])
+        await self.ctx.script("xattr_set", keys, [name, b"", _REMOVE, now_ns()], changed=(ino,))

@@ -14,7 +14,7 @@ import functools
 import logging
 import time
 from asyncio import CancelledError
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
@@ -61,6 +61,12 @@ class Bridge:
             self.errors += 1
             log.exception("unexpected error in %s%s", getattr(fn, "__name__", fn), _summary(args))
             raise pyfuse3.FUSEError(errno.EIO) from None
+
+
+    async def iterate(self, stream: AsyncIterator[T]) -> AsyncIterator[T]:
+        """Iterate an asyncio async iterator (the backend's events) from trio."""
+        async for item in trio_asyncio.aio_as_trio(stream):
+            yield item
 
 
 def handler(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:

@@ -22,8 +22,7 @@ MIB = 1 << 20
 BACKGROUND_READY_S = 30.0
 
 
-def _add_mount_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("mountpoint", help="existing empty directory to mount the volume on")
+def _add_redis_arguments(parser: argparse.ArgumentParser) -> None:
     redis = parser.add_argument_group("Redis")
     redis.add_argument("--redis-url", help="redis://, rediss:// or unix:// URL (overrides host/port/db)")
     redis.add_argument("--redis-host", help="Redis host (default localhost)")
@@ -35,6 +34,13 @@ def _add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         help="Redis password (default: $REDIS_PASSWORD); never logged",
     )
     redis.add_argument("--volume", default="default", help="volume name inside Redis (default: default)")
+    redis.add_argument("--redis-timeout", type=float, default=10.0, metavar="S",
+                       help="socket timeout for Redis commands (default 10)")
+
+
+def _add_mount_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("mountpoint", help="existing empty directory to mount the volume on")
+    _add_redis_arguments(parser)
     fuse = parser.add_argument_group("mount")
     fuse.add_argument("--read-only", action="store_true", help="mount read-only")
     fuse.add_argument("--allow-other", action="store_true", help="let other users access the mount")
@@ -43,18 +49,21 @@ def _add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     fuse.add_argument("--background", action="store_true",
                       help="detach once the mount is ready (default: stay in the foreground)")
     tuning = parser.add_argument_group("caches and timeouts")
-    tuning.add_argument("--attr-timeout", type=float, default=1.0, metavar="S",
-                        help="seconds the kernel may cache attributes (default 1)")
-    tuning.add_argument("--entry-timeout", type=float, default=1.0, metavar="S",
-                        help="seconds the kernel may cache names (default 1)")
-    tuning.add_argument("--negative-timeout", type=float, default=0.0, metavar="S",
-                        help="seconds the kernel may cache 'no such name' (default 0)")
+    tuning.add_argument("--attr-timeout", type=float, default=10.0, metavar="S",
+                        help="seconds attributes may be cached when a change event is lost "
+                             "(events invalidate sooner; default 10)")
+    tuning.add_argument("--entry-timeout", type=float, default=10.0, metavar="S",
+                        help="seconds names may be cached when a change event is lost (default 10)")
+    tuning.add_argument("--negative-timeout", type=float, default=10.0, metavar="S",
+                        help="seconds 'no such name' may be cached when an event is lost "
+                             "(default 10; 0 turns negative caching off)")
+    tuning.add_argument("--session-timeout", type=float, default=60.0, metavar="S",
+                        help="a mount silent this long is declared dead and its open files "
+                             "released by other mounts (default 60)")
     tuning.add_argument("--cache-size", type=int, default=64, metavar="MIB",
                         help="size of the block cache in MiB (default 64)")
     tuning.add_argument("--write-buffer", type=int, default=4, metavar="MIB",
                         help="buffered writes per file before a commit, in MiB (default 4)")
-    tuning.add_argument("--redis-timeout", type=float, default=10.0, metavar="S",
-                        help="socket timeout for Redis commands (default 10)")
     logs = parser.add_argument_group("logging")
     logs.add_argument("--debug", action="store_true",
                       help="log at DEBUG, tracing every FUSE request with its result and latency")
@@ -77,6 +86,16 @@ def main_parser() -> argparse.ArgumentParser:
     umount = sub.add_parser("umount", help="unmount a mounted volume (flushes buffered writes)")
     umount.add_argument("mountpoint")
     umount.add_argument("--lazy", "-z", action="store_true", help="detach even if busy")
+    status = sub.add_parser("status", help="show the volume's sessions, usage and settings")
+    _add_redis_arguments(status)
+    gc = sub.add_parser("gc", help="reclaim dead sessions, freed inodes and replaced objects")
+    _add_redis_arguments(gc)
+    gc.add_argument("--session-timeout", type=float, default=60.0, metavar="S",
+                    help="sessions silent this long count as dead (default 60)")
+    fsck = sub.add_parser("fsck", help="check the volume's consistency (and repair it)")
+    _add_redis_arguments(fsck)
+    fsck.add_argument("--repair", action="store_true",
+                      help="fix what is found (run it while the volume is quiet)")
     return parser
 
 
@@ -167,6 +186,7 @@ def _mount(args: argparse.Namespace, argv: Sequence[str]) -> int:
         negative_timeout=args.negative_timeout,
         cache_bytes=args.cache_size * MIB,
         write_buffer_bytes=args.write_buffer * MIB,
+        session_timeout=args.session_timeout,
     )
     mount.run(config)
     return 0
@@ -194,6 +214,16 @@ def _run(fn, *args) -> int:  # type: ignore[no-untyped-def]
         return 130
 
 
+def _volume_command(args: argparse.Namespace) -> int:
+    """status, gc and fsck: backend work on plain asyncio, no FUSE needed."""
+    import asyncio
+
+    from . import admin
+
+    setup_logging(False, None)
+    return asyncio.run(admin.run(args.command, args, _redis_options(args)))
+
+
 def fuse_main(argv: Sequence[str] | None = None) -> int:
     """``python -m redisfuse.fuse MOUNTPOINT [options]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -207,4 +237,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = main_parser().parse_args(argv)
     if args.command == "mount":
         return _run(_mount, args, argv[1:])
-    return _run(_umount, args)
+    if args.command == "umount":
+        return _run(_umount, args)
+    return _run(_volume_command, args)

@@ -20,6 +20,7 @@ import trio_asyncio
 
 from ..backend import BackendUnavailable, FormatError, RedisOptions, open_volume
 from .errors import EXIT_FORMAT, EXIT_FUSE, EXIT_MOUNTPOINT, EXIT_REDIS, UsageError
+from .invalidate import KernelInvalidator
 from .operations import Operations
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class MountConfig:
     cache_bytes: int = 64 << 20
     write_buffer_bytes: int = 4 << 20
     max_tasks: int = 64
+    session_timeout: float = 60.0
 
 
 def check_mountpoint(path: str) -> None:
@@ -82,6 +84,8 @@ async def _serve(config: MountConfig) -> None:
             cache_bytes=config.cache_bytes,
             write_buffer_bytes=config.write_buffer_bytes,
             mountpoint=os.path.abspath(config.mountpoint),
+            session_timeout=config.session_timeout,
+            metadata_ttl=config.attr_timeout,
         )
         try:
             volume = await trio_asyncio.aio_as_trio(volume_cm.__aenter__)()
@@ -106,6 +110,8 @@ async def _serve(config: MountConfig) -> None:
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_stop_on_signal)
+                    nursery.start_soon(KernelInvalidator(volume.inodes, ops.bridge, ops.known).run)
+                    nursery.start_soon(ops.bridge.call, volume.inodes.maintain)
                     await pyfuse3.main(max_tasks=config.max_tasks)
                     unmounted = True
                     nursery.cancel_scope.cancel()
@@ -130,8 +136,25 @@ async def _stop_on_signal() -> None:
             return
 
 
+def _usage_error_in(exc: BaseException) -> UsageError | None:
+    """The UsageError inside (possibly nested) exception groups from trio's nurseries."""
+    if isinstance(exc, UsageError):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = _usage_error_in(inner)
+        if found is not None:
+            return found
+    return None
+
+
 def run(config: MountConfig) -> None:
     """Mount and serve until unmounted or signalled (blocking)."""
     check_fuse()
     check_mountpoint(config.mountpoint)
-    trio.run(_serve, config)
+    try:
+        trio.run(_serve, config)
+    except BaseException as exc:
+        usage = _usage_error_in(exc)
+        if usage is not None and usage is not exc:
+            raise usage from None
+        raise

@@ -1,14 +1,15 @@
 """Translates pyfuse3 requests into backend calls; holds no filesystem logic.
 
 Each handler converts its arguments, makes one backend call through the
-bridge and converts the result. Lookup counts are not tracked: the backend
-keeps inodes alive by names and open handles, never by kernel references, so
-``forget`` has nothing to release.
+bridge and converts the result. Lookup counts are kept only to know which
+inodes the kernel caches (for invalidation after lost events): the backend
+keeps inodes alive by names and open handles, never by kernel references.
 """
 
 from __future__ import annotations
 
 import bisect
+from collections import Counter
 import errno
 import logging
 from collections.abc import Sequence
@@ -56,12 +57,20 @@ class Operations(pyfuse3.Operations):
         self._dirs: dict[int, DirHandle] = {}
         self._next_dir = 1
         self._versions: dict[int, int] = {}
+        self.known: Counter[int] = Counter()
+        """Lookup count of each inode the kernel holds (lookup, create, readdirplus ... - forget)."""
 
     def __repr__(self) -> str:
         return f"<Operations {self.fs!r} dirs={len(self._dirs)} {self.bridge!r}>"
 
     def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
+        """Attributes for a reply that does not hand the kernel a new reference."""
         return entry_attributes(attr, self.attr_timeout, self.entry_timeout)
+
+    def _ref(self, attr: Attr) -> pyfuse3.EntryAttributes:
+        """Attributes for a reply that increments the inode's lookup count."""
+        self.known[attr.ino] += 1
+        return self._entry(attr)
 
     # -- names and attributes ------------------------------------------------
 
@@ -76,11 +85,17 @@ class Operations(pyfuse3.Operations):
             if exc.errno == errno.ENOENT and self.negative_timeout > 0:
                 return negative_entry(self.negative_timeout)
             raise
-        return self._entry(attr)
+        return self._ref(attr)
 
     @handler
     async def forget(self, inode_list: Sequence[tuple[pyfuse3.InodeT, int]]) -> None:
-        """Nothing to do: inodes live by names and open handles, not kernel lookups."""
+        """Lower lookup counts; the backend frees nothing here (names and opens keep inodes)."""
+        for ino, count in inode_list:
+            left = self.known[ino] - count
+            if left > 0:
+                self.known[ino] = left
+            else:
+                self.known.pop(ino, None)
 
     @handler
     async def getattr(
@@ -120,14 +135,14 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         attr = await self.bridge.call(self.fs.mknod, parent_inode, name, mode, ctx.uid, ctx.gid,
                                       rdev)
-        return self._entry(attr)
+        return self._ref(attr)
 
     @handler
     async def mkdir(
         self, parent_inode: pyfuse3.InodeT, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         attr = await self.bridge.call(self.fs.mkdir, parent_inode, name, mode, ctx.uid, ctx.gid)
-        return self._entry(attr)
+        return self._ref(attr)
 
     @handler
     async def unlink(
@@ -148,7 +163,7 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         attr = await self.bridge.call(self.fs.symlink, parent_inode, name, target, ctx.uid,
                                       ctx.gid)
-        return self._entry(attr)
+        return self._ref(attr)
 
     @handler
     async def rename(
@@ -165,7 +180,7 @@ class Operations(pyfuse3.Operations):
         self, inode: pyfuse3.InodeT, new_parent_inode: pyfuse3.InodeT, new_name: bytes,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        return self._entry(await self.bridge.call(self.fs.link, inode, new_parent_inode, new_name))
+        return self._ref(await self.bridge.call(self.fs.link, inode, new_parent_inode, new_name))
 
     # -- files -------------------------------------------------------------------
 
@@ -189,7 +204,7 @@ class Operations(pyfuse3.Operations):
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         fh, attr = await self.bridge.call(self.fs.create, parent_inode, name, mode, flags,
                                           ctx.uid, ctx.gid)
-        return self._file_info(fh, attr.ino, attr.version), self._entry(attr)
+        return self._file_info(fh, attr.ino, attr.version), self._ref(attr)
 
     @handler
     async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
@@ -236,6 +251,7 @@ class Operations(pyfuse3.Operations):
             assert entry.attr is not None
             if not pyfuse3.readdir_reply(token, entry.name, self._entry(entry.attr), entry.offset):
                 break
+            self.known[entry.ino] += 1  # readdirplus handed the kernel a reference
 
     @handler
     async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:
@@ -265,7 +281,14 @@ class Operations(pyfuse3.Operations):
     async def setxattr(
         self, inode: pyfuse3.InodeT, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
     ) -> None:
-        """pyfuse3 does not pass XATTR_CREATE/XATTR_REPLACE; the value is always set."""
+        """pyfuse3 does not pass XATTR_CREATE/XATTR_REPLACE; the value is always set.
+
+        POSIX ACLs are refused (EOPNOTSUPP, as on a filesystem without ACL support):
+        pyfuse3 cannot enable FUSE_POSIX_ACL, so the kernel would pass them through
+        unenforced and never update them on chmod (``cp -a`` would leave stale ones).
+        """
+        if name in (b"system.posix_acl_access", b"system.posix_acl_default"):
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
         await self.bridge.call(self.fs.setxattr, inode, name, value, 0)
 
     @handler

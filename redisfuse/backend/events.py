@@ -1,0 +1,133 @@
+"""Change events: what a committed change tells other nodes, and the stream that hears them.
+
+Every mutating operation publishes one message on the volume's channel, in the
+same pipeline as the script that commits the change (so right after it, on the
+same connection). A message is the publishing session id followed by records,
+separated by NUL bytes (names can hold neither NUL nor '/'):
+
+    b"SID\\0i123\\0e45/name"     inode 123 changed; entry "name" of directory 45 changed
+
+Pub/sub delivers at most once: messages sent while a subscriber is
+disconnected are lost, so after every reconnect the stream yields ``Resync``
+first, and consumers drop everything they cached.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError, TimeoutError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class InodeChanged:
+    """Attributes, data or xattrs of ``ino`` changed."""
+
+    ino: int
+
+
+@dataclass(frozen=True, slots=True)
+class EntryChanged:
+    """The name ``name`` in directory ``parent`` was added, removed or repointed."""
+
+    parent: int
+    name: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """Events may have been lost: drop every cached attribute, entry and map."""
+
+
+Event = InodeChanged | EntryChanged | Resync
+
+
+def encode(session: int, inodes: Iterable[int] = (), entries: Iterable[tuple[int, bytes]] = ()) -> bytes:
+    """The wire form of one operation's events."""
+    parts = [str(session).encode()]
+    parts += [b"i%d" % ino for ino in inodes if ino]
+    parts += [b"e%d/%s" % (parent, name) for parent, name in entries]
+    return b"\0".join(parts)
+
+
+def decode(message: bytes) -> tuple[int, list[Event]]:
+    """(publishing session, events) of one message; malformed records are skipped."""
+    sid_raw, *records = message.split(b"\0")
+    events: list[Event] = []
+    for record in records:
+        try:
+            if record[:1] == b"i":
+                events.append(InodeChanged(int(record[1:])))
+            elif record[:1] == b"e":
+                parent, _, name = record[1:].partition(b"/")
+                events.append(EntryChanged(int(parent), name))
+        except ValueError:
+            log.warning("ignoring malformed change event record %r", record)
+    try:
+        sid = int(sid_raw)
+    except ValueError:
+        sid = 0
+    return sid, events
+
+
+class _CountingPubSub(PubSub):
+    """A PubSub that counts its (re)connections, since redis-py resubscribes silently."""
+
+    connects = 0
+
+    async def on_connect(self, connection: Any) -> None:
+        self.connects += 1
+        await super().on_connect(connection)
+
+
+async def listen(client: Redis, channel: str, own_session: int) -> AsyncIterator[Event]:
+    """Yield other sessions' events on ``channel``, and ``Resync`` after every reconnect.
+
+    The first item is always ``Resync`` (nothing before the subscription is known).
+    Runs until cancelled.
+    """
+    pubsub = _CountingPubSub(client.connection_pool, ignore_subscribe_messages=True)
+    try:
+        await pubsub.subscribe(channel)
+        seen_connects = pubsub.connects
+        yield Resync()
+        while True:
+            try:
+                message = await pubsub.get_message(timeout=1.0)
+            except (ConnectionError, TimeoutError, OSError) as exc:
+                log.warning("change events interrupted (%s); reconnecting", exc)
+                await _resubscribe(pubsub, channel)
+                message = None
+            if pubsub.connects != seen_connects:
+                seen_connects = pubsub.connects
+                yield Resync()
+            if message is None or message.get("type") != "message":
+                continue
+            sid, events = decode(message["data"])
+            if sid == own_session:
+                continue
+            for event in events:
+                yield event
+    finally:
+        await pubsub.aclose()
+
+
+async def _resubscribe(pubsub: PubSub, channel: str) -> None:
+    """Reconnect with capped backoff until the subscription is back."""
+    import anyio
+
+    delay = 0.05
+    while True:
+        try:
+            await pubsub.subscribe(channel)
+            return
+        except (ConnectionError, TimeoutError, OSError):
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 2.0)

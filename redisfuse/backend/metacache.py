@@ -1,0 +1,78 @@
+"""This node's cache of attributes and directory entries, kept coherent by events.
+
+Caching is on only while an event stream is running for the volume (see
+Inodes.events); otherwise every lookup goes to Redis. Entries also expire after
+``ttl`` seconds, the bound on staleness when an event is lost.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .model import Attr
+
+
+class MetaCache:
+    """Attributes by inode and child inode by (parent, name), with a TTL."""
+
+    def __init__(self, ttl: float, max_items: int = 100_000) -> None:
+        self.ttl = ttl
+        self.max_items = max_items
+        self.enabled = False
+        self.hits = 0
+        self.misses = 0
+        self._attrs: dict[int, tuple[Attr, float]] = {}
+        self._entries: dict[tuple[int, bytes], tuple[int, float]] = {}
+
+    def __repr__(self) -> str:
+        state = "on" if self.enabled else "off"
+        return (f"<MetaCache {state} attrs={len(self._attrs)} entries={len(self._entries)} "
+                f"hits={self.hits} misses={self.misses}>")
+
+    def _fresh(self, stamp: float) -> bool:
+        return time.monotonic() - stamp < self.ttl
+
+    def attr(self, ino: int) -> Attr | None:
+        item = self._attrs.get(ino) if self.enabled else None
+        if item is not None and self._fresh(item[1]):
+            self.hits += 1
+            return item[0]
+        self.misses += 1
+        return None
+
+    def entry(self, parent: int, name: bytes) -> Attr | None:
+        """The cached attributes of ``name`` in ``parent`` (both must be cached and fresh)."""
+        item = self._entries.get((parent, name)) if self.enabled else None
+        if item is None or not self._fresh(item[1]):
+            self.misses += 1
+            return None
+        return self.attr(item[0])
+
+    def child(self, parent: int, name: bytes) -> int | None:
+        item = self._entries.get((parent, name)) if self.enabled else None
+        if item is None or not self._fresh(item[1]):
+            return None
+        return item[0]
+
+    def put_attr(self, attr: Attr) -> None:
+        if self.enabled:
+            if len(self._attrs) >= self.max_items:
+                self._attrs.clear()
+            self._attrs[attr.ino] = (attr, time.monotonic())
+
+    def put_entry(self, parent: int, name: bytes, attr: Attr) -> None:
+        if self.enabled:
+            if len(self._entries) >= self.max_items:
+                self._entries.clear()
+            self._entries[(parent, name)] = (attr.ino, time.monotonic())
+            self.put_attr(attr)
+
+    def drop_attr(self, ino: int) -> None:
+        self._attrs.pop(ino, None)
+
+    def drop_entry(self, parent: int, name: bytes) -> None:
+        self._entries.pop((parent, name), None)
+
+    def clear(self) -> None:
+        self._attrs.clear()
+        self._entries.clear()

@@ -1,0 +1,155 @@
+"""Sessions: each open volume registers, heartbeats, and reclaims what dead ones held.
+
+A session is ``sess:SID`` (host, pid, mountpoint, version, start time) plus its
+score in ``sessions`` (last heartbeat, ms). A session whose heartbeat is older
+than the timeout is dead: any node (and ``redisfuse gc``) drops its open
+handles (freeing files that were unlinked while it held them open) and its
+session keys. Locks need no reclaim: their TTL ends them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+from .. import __version__
+from .context import Context, now_ns
+from .keys import SessionId
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """One registered session, as ``redisfuse status`` shows it."""
+
+    sid: int
+    host: str
+    pid: int
+    mountpoint: str
+    version: str
+    started_ns: int
+    heartbeat_ms: int
+    open_inodes: int
+
+
+def _now_ms() -> int:
+    return now_ns() // 1_000_000
+
+
+class Sessions:
+    """Registration, heartbeat and reclaim of the volume's sessions."""
+
+    def __init__(self, ctx: Context, timeout: float) -> None:
+        self.ctx = ctx
+        self.keys = ctx.keys
+        self.timeout = timeout
+        self.last_beat = time.monotonic()
+
+    def __repr__(self) -> str:
+        return f"<Sessions own={self.ctx.session} timeout={self.timeout}s>"
+
+    @property
+    def lease_valid(self) -> bool:
+        """Whether our own heartbeat is recent enough that others still count us alive."""
+        return time.monotonic() - self.last_beat < self.timeout
+
+    async def register(self, mountpoint: str) -> SessionId:
+        client = self.ctx.client
+        with self.ctx.guard():
+            sid = SessionId(int(await client.incr(self.keys.counter_sess)))
+            pipe = client.pipeline(transaction=True)
+            pipe.hset(
+                self.keys.session(sid),
+                mapping={"host": socket.gethostname(), "pid": os.getpid(),
+                         "mountpoint": mountpoint, "version": __version__,
+                         "started": now_ns()},
+            )
+            pipe.zadd(self.keys.sessions, {str(sid): _now_ms()})
+            await pipe.execute()
+        self.ctx.session = sid
+        self.last_beat = time.monotonic()
+        return sid
+
+    async def heartbeat(self) -> None:
+        """Renew our lease (XX: a session already reclaimed by others stays dead)."""
+        with self.ctx.guard():
+            updated = await self.ctx.client.zadd(
+                self.keys.sessions, {str(self.ctx.session): _now_ms()}, xx=True, ch=True
+            )
+        if not updated:
+            log.error("session %d was declared dead by another node; its open files were "
+                      "released there", self.ctx.session)
+        self.last_beat = time.monotonic()
+
+    async def unregister(self) -> None:
+        sid = self.ctx.session
+        with self.ctx.guard():
+            pipe = self.ctx.client.pipeline(transaction=True)
+            pipe.delete(self.keys.session(sid))
+            pipe.zrem(self.keys.sessions, str(sid))
+            await pipe.execute()
+
+    async def dead(self) -> list[int]:
+        """Sessions whose last heartbeat is older than the timeout."""
+        cutoff = _now_ms() - int(self.timeout * 1000)
+        with self.ctx.guard():
+            sids = await self.ctx.client.zrangebyscore(self.keys.sessions, "-inf", cutoff)
+        return [int(s) for s in sids if int(s) != self.ctx.session]
+
+    async def reclaim(self, sid: int) -> list[int]:
+        """Release everything dead session ``sid`` held open; return inodes freed with data.
+
+        Each release is the same script a live close runs, so it is safe to
+        repeat if two nodes reclaim the same session at once.
+        """
+        open_key = self.keys.open_files(sid)
+        with self.ctx.guard():
+            held = await self.ctx.client.hgetall(open_key)  # type: ignore[misc]
+        freed: list[int] = []
+        for ino_raw, count in held.items():
+            ino = int(ino_raw)
+            res = await self.ctx.script(
+                "release",
+                [self.keys.inode(ino), open_key, self.keys.dirents(ino), self.keys.xattrs(ino),
+                 self.keys.symlink(ino), self.keys.blockmap(ino), self.keys.usage,
+                 self.keys.reclaim, self.keys.orphans],
+                [ino, int(count), _now_ms()],
+                changed=(ino,),
+            )
+            if int(res[1]) == 2:
+                freed.append(ino)
+        with self.ctx.guard():
+            pipe = self.ctx.client.pipeline(transaction=True)
+            pipe.delete(self.keys.session(sid), open_key)
+            pipe.zrem(self.keys.sessions, str(sid))
+            await pipe.execute()
+        log.info("reclaimed dead session %d: %d open inodes released, %d freed",
+                 sid, len(held), len(freed))
+        return freed
+
+    async def list(self) -> list[SessionInfo]:
+        with self.ctx.guard():
+            scored = await self.ctx.client.zrange(self.keys.sessions, 0, -1, withscores=True)
+            pipe = self.ctx.client.pipeline(transaction=False)
+            for sid, _ in scored:
+                pipe.hgetall(self.keys.session(int(sid)))
+                pipe.hlen(self.keys.open_files(int(sid)))
+            details = await pipe.execute()
+        out = []
+        for i, (sid, score) in enumerate(scored):
+            info, nopen = details[2 * i], details[2 * i + 1]
+            out.append(SessionInfo(
+                sid=int(sid),
+                host=info.get(b"host", b"?").decode(errors="replace"),
+                pid=int(info.get(b"pid", 0)),
+                mountpoint=info.get(b"mountpoint", b"").decode(errors="replace"),
+                version=info.get(b"version", b"?").decode(errors="replace"),
+                started_ns=int(info.get(b"started", 0)),
+                heartbeat_ms=int(score),
+                open_inodes=int(nopen),
+            ))
+        return out

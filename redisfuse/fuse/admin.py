@@ -1,0 +1,70 @@
+"""``redisfuse status|gc|fsck``: volume administration on plain asyncio (no mount needed).
+
+Prints human-readable results on stdout; errors become UsageError (one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+
+from ..backend import BackendUnavailable, FormatError, RedisOptions, open_volume
+from ..backend.fsck import fsck
+from .errors import EXIT_FAILURE, EXIT_FORMAT, EXIT_REDIS, UsageError
+
+
+def _out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+
+
+def _when(ms: int) -> str:
+    return datetime.datetime.fromtimestamp(ms / 1000).isoformat(sep=" ", timespec="seconds")
+
+
+async def run(command: str, args: argparse.Namespace, options: RedisOptions) -> int:
+    try:
+        async with open_volume(volume=args.volume, options=options,
+                               session_timeout=getattr(args, "session_timeout", 60.0),
+                               read_only=command == "status") as vol:
+            fs = vol.inodes
+            if command == "status":
+                return await _status(vol.name, fs)
+            if command == "gc":
+                dead = await fs.sessions.dead()
+                for sid in dead:
+                    await fs.sessions.reclaim(sid)
+                purged = await fs.gc()
+                _out(f"reclaimed {len(dead)} dead sessions, deleted {purged} replaced objects")
+                return 0
+            report = await fsck(fs.ctx.client, vol.name, repair=args.repair)
+            _out(str(report))
+            if report.ok:
+                _out("volume is consistent")
+                return 0
+            if args.repair:
+                after = await fsck(fs.ctx.client, vol.name)
+                _out("after repair: " + ("consistent" if after.ok else str(after)))
+                return 0 if after.ok else EXIT_FAILURE
+            return EXIT_FAILURE
+    except FormatError as exc:
+        raise UsageError(str(exc.strerror), EXIT_FORMAT) from exc
+    except BackendUnavailable as exc:
+        raise UsageError(str(exc.strerror), EXIT_REDIS) from exc
+
+
+async def _status(name: str, fs) -> int:  # type: ignore[no-untyped-def]
+    settings = fs.settings
+    usage = await fs.statfs()
+    _out(f"volume      {name}")
+    _out(f"uuid        {settings.uuid}")
+    _out(f"format      {settings.format_version}, block size {settings.block_size}, "
+         f"codec {settings.codec}")
+    _out(f"created     {_when(settings.created_ns // 1_000_000)}")
+    _out(f"usage       {usage.inodes_used} inodes, {usage.bytes_used} bytes")
+    sessions = [s for s in await fs.sessions.list() if s.sid != fs.ctx.session]
+    _out(f"sessions    {len(sessions)}")
+    for s in sessions:
+        _out(f"  {s.sid:>5}  {s.host}:{s.pid}  {s.mountpoint or '-'}  v{s.version}  "
+             f"heartbeat {_when(s.heartbeat_ms)}  open {s.open_inodes}")
+    return 0

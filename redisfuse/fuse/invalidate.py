@@ -1,0 +1,62 @@
+"""Keeps the kernel's caches coherent with other nodes' changes.
+
+Runs beside the FUSE loop: for each change event from the backend it tells the
+kernel to drop what it cached (attributes and page cache of an inode, or one
+directory entry). After ``Resync`` (events may have been lost) it drops every
+inode the kernel knows of. ``invalidate_inode`` blocks until the kernel is done,
+so it runs in a worker thread, never in the trio loop that serves requests.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import pyfuse3
+import trio
+
+from ..backend import Inodes
+from ..backend.events import EntryChanged, InodeChanged, Resync
+from .bridge import Bridge
+
+log = logging.getLogger(__name__)
+
+
+def _drop_inode(ino: int) -> None:
+    try:
+        pyfuse3.invalidate_inode(pyfuse3.InodeT(ino), attr_only=False)
+    except OSError:
+        pass  # the kernel already forgot it
+
+
+class KernelInvalidator:
+    """Listens to the backend's events and invalidates the kernel's caches."""
+
+    def __init__(self, fs: Inodes, bridge: Bridge, known: Counter[int]) -> None:
+        self.fs = fs
+        self.bridge = bridge
+        self.known = known
+        """Lookup counts of the inodes the kernel holds (kept by Operations)."""
+        self.events = 0
+        self.resyncs = 0
+
+    def __repr__(self) -> str:
+        return f"<KernelInvalidator events={self.events} resyncs={self.resyncs}>"
+
+    async def run(self) -> None:
+        """Consume events until cancelled."""
+        async for event in self.bridge.iterate(self.fs.events()):
+            self.events += 1
+            if isinstance(event, InodeChanged):
+                if event.ino in self.known:
+                    await trio.to_thread.run_sync(_drop_inode, event.ino)
+            elif isinstance(event, EntryChanged):
+                pyfuse3.invalidate_entry_async(
+                    pyfuse3.InodeT(event.parent), event.name, ignore_enoent=True
+                )
+            elif isinstance(event, Resync):
+                self.resyncs += 1
+                if self.resyncs > 1:
+                    log.info("change events resumed; dropping %d cached inodes", len(self.known))
+                for ino in list(self.known):
+                    await trio.to_thread.run_sync(_drop_inode, ino)
