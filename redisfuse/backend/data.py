@@ -41,6 +41,8 @@ class DirtyFile:
         """Committed size as last seen here, to skip loading blocks past the end (-1: unknown)."""
         self.extents: dict[int, list[list[int]]] = {}
         """Byte ranges of each block written here (sorted, merged); the rest came from Redis."""
+        self.written_ns = 0
+        """Time of the last buffered write (0: none): stat shows it, and the commit stamps it."""
         self.lock = anyio.Lock()
 
     def __repr__(self) -> str:
@@ -77,6 +79,7 @@ class DirtyFile:
     def clear(self) -> None:
         self.blocks = {}
         self.extents = {}
+        self.written_ns = 0
 
 
 class BlockStore:
@@ -208,6 +211,7 @@ class BlockStore:
             dirty.mark(idx, within, within + take)
             pos += take
         dirty.end = max(dirty.end, offset + len(data))
+        dirty.written_ns = now_ns()
 
     async def committed_size(self, ino: int) -> int:
         """The size in Redis right now (no cache): for appends, under the inode lock."""
@@ -267,7 +271,8 @@ class BlockStore:
             encoded = codec.encode_many(payloads, self.codec, self.level)
         ids = await self.ctx.object_ids.take(len(indexes)) if indexes else []
         now = now_ns()
-        args: list[Any] = [now, now // 1_000_000, end]
+        # mtime/ctime are those of the last write(), which stat has shown since (POSIX).
+        args: list[Any] = [dirty.written_ns or now, now // 1_000_000, end]
         for idx, obj, payload in zip(indexes, ids, payloads, strict=True):
             args += [idx, obj, len(payload)]
         commit_keys = [

@@ -247,11 +247,17 @@ class Inodes:
     # -- attributes and names ------------------------------------------------
 
     def _overlay(self, attr: Attr) -> Attr:
-        """Show buffered writes of this node in the size."""
+        """Show buffered writes of this node in the size and in mtime/ctime (POSIX: a
+        stat after write() sees the write's times, also before the commit)."""
         dirty = self._dirty.get(attr.ino)
-        if dirty is None or dirty.end <= attr.size:
+        if dirty is None:
             return attr
-        return replace(attr, size=dirty.end)
+        if dirty.end > attr.size:
+            attr = replace(attr, size=dirty.end)
+        if dirty.written_ns:  # what the commit will stamp
+            attr = replace(attr, mtime_ns=dirty.written_ns,
+                           ctime_ns=max(attr.ctime_ns, dirty.written_ns))
+        return attr
 
     async def getattr(self, ino: int) -> Attr:
         return self._overlay(await self.namespace.getattr(ino))

@@ -63,6 +63,20 @@ class Bridge:
             raise pyfuse3.FUSEError(errno.EIO) from None
 
 
+    async def on_inode(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Like :meth:`call` for a request on an inode the kernel named by number.
+
+        If that inode is gone (removed by another node), answer ESTALE instead of
+        ENOENT: the kernel then drops its stale dentry, looks the name up again and
+        retries the system call, instead of failing it.
+        """
+        try:
+            return await self.call(fn, *args)
+        except pyfuse3.FUSEError as exc:
+            if exc.errno == errno.ENOENT:
+                raise pyfuse3.FUSEError(errno.ESTALE) from None
+            raise
+
     async def iterate(self, stream: AsyncIterator[T]) -> AsyncIterator[T]:
         """Iterate an asyncio async iterator (the backend's events) from trio."""
         async for item in trio_asyncio.aio_as_trio(stream):

@@ -101,7 +101,7 @@ class Operations(pyfuse3.Operations):
     async def getattr(
         self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext | None = None
     ) -> pyfuse3.EntryAttributes:
-        return self._entry(await self.bridge.call(self.fs.getattr, inode))
+        return self._entry(await self.bridge.on_inode(self.fs.getattr, inode))
 
     @handler
     async def setattr(
@@ -122,11 +122,11 @@ class Operations(pyfuse3.Operations):
             mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
             ctime_ns=attr.st_ctime_ns if fields.update_ctime else None,
         )
-        return self._entry(await self.bridge.call(self.fs.setattr, inode, changes))
+        return self._entry(await self.bridge.on_inode(self.fs.setattr, inode, changes))
 
     @handler
     async def readlink(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> bytes:
-        return await self.bridge.call(self.fs.readlink, inode)
+        return await self.bridge.on_inode(self.fs.readlink, inode)
 
     @handler
     async def mknod(
@@ -194,7 +194,7 @@ class Operations(pyfuse3.Operations):
     async def open(
         self, inode: pyfuse3.InodeT, flags: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.FileInfo:
-        fh, attr = await self.bridge.call(self.fs.open, inode, flags)
+        fh, attr = await self.bridge.on_inode(self.fs.open, inode, flags)
         return self._file_info(fh, attr.ino, attr.version)
 
     @handler

@@ -2,7 +2,8 @@
 -- the size, in the same step that updates mtime/ctime. Replaced objects go to
 -- the trash (deleted after a grace period: readers may still hold the old map).
 -- KEYS[1] i:INO  KEYS[2] m:INO  KEYS[3] usage  KEYS[4] trash
--- ARGV[1] now (ns)  ARGV[2] now (ms)  ARGV[3] minimum size after the write
+-- ARGV[1] new mtime/ctime (ns): the time of the last buffered write
+-- ARGV[2] now (ms)  ARGV[3] minimum size after the write
 -- ARGV[4..] triples: block index, object id, valid bytes
 -- Returns {0, size, version} or {ENOENT} (the inode is gone; nothing changed).
 if redis.call('EXISTS', KEYS[1]) == 0 then return {ENOENT} end
