@@ -7,7 +7,7 @@ into one clear error that names the address.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -28,7 +28,8 @@ class RedisOptions:
     password: str | None = None
     socket_timeout: float = 10.0
     connect_timeout: float = 5.0
-    retries: int = 5
+    retry_deadline: float = 30.0
+    """How long an operation keeps retrying while Redis is unreachable before failing (EIO)."""
 
     @property
     def address(self) -> str:
@@ -41,7 +42,9 @@ class RedisOptions:
 
 def make_client(options: RedisOptions) -> Redis:
     """Create (but do not yet connect) a binary-safe client with retries."""
-    retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), options.retries)
+    # Backoff doubles from 50 ms to a 1 s cap, so the retries span about retry_deadline.
+    retries = int(options.retry_deadline) + 5 if options.retry_deadline > 0 else 0
+    retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries)
     common = {
         "decode_responses": False,
         "socket_timeout": options.socket_timeout,
@@ -62,9 +65,13 @@ def make_client(options: RedisOptions) -> Redis:
 
 
 async def connect(options: RedisOptions) -> Redis:
-    """Return a client that has answered PING, or raise BackendUnavailable."""
+    """Return a client that has answered PING, or raise BackendUnavailable.
+
+    The first PING does not wait out the retry deadline: a server that is not
+    there at start-up is a configuration error to report at once.
+    """
     try:
-        client = make_client(options)
+        client = make_client(replace(options, retry_deadline=0))
     except ValueError as exc:
         raise BackendUnavailable(f"invalid Redis URL {options.address!r}: {exc}") from exc
     try:
@@ -80,4 +87,5 @@ async def connect(options: RedisOptions) -> Redis:
     except (ConnectionError, TimeoutError, OSError) as exc:
         await client.aclose()
         raise BackendUnavailable(f"cannot reach Redis at {options.address}: {exc}") from exc
-    return client
+    await client.aclose()
+    return make_client(options)

@@ -1,10 +1,12 @@
 """Sessions: each open volume registers, heartbeats, and reclaims what dead ones held.
 
-A session is ``sess:SID`` (host, pid, mountpoint, version, start time) plus its
-score in ``sessions`` (last heartbeat, ms). A session whose heartbeat is older
-than the timeout is dead: any node (and ``redisfuse gc``) drops its open
-handles (freeing files that were unlinked while it held them open) and its
-session keys. Locks need no reclaim: their TTL ends them.
+A session is ``sess:SID`` (host, pid, mountpoint, version, start time, its
+timeout) plus its score in ``sessions``: the time (ms) its lease expires, that
+is its last heartbeat plus its own timeout. Each session declares its own
+timeout, so mounts configured differently still agree on who is dead. A
+session past its expiry is dead: any node (and ``redisfuse gc``) drops its
+open handles (freeing files that were unlinked while it held them open) and
+its session keys. Locks need no reclaim: their TTL ends them.
 """
 
 from __future__ import annotations
@@ -66,9 +68,9 @@ class Sessions:
                 self.keys.session(sid),
                 mapping={"host": socket.gethostname(), "pid": os.getpid(),
                          "mountpoint": mountpoint, "version": __version__,
-                         "started": now_ns()},
+                         "started": now_ns(), "timeout": self.timeout_ms},
             )
-            pipe.zadd(self.keys.sessions, {str(sid): _now_ms()})
+            pipe.zadd(self.keys.sessions, {str(sid): _now_ms() + self.timeout_ms})
             await pipe.execute()
         self.ctx.session = sid
         self.last_beat = time.monotonic()
@@ -78,7 +80,8 @@ class Sessions:
         """Renew our lease (XX: a session already reclaimed by others stays dead)."""
         with self.ctx.guard():
             updated = await self.ctx.client.zadd(
-                self.keys.sessions, {str(self.ctx.session): _now_ms()}, xx=True, ch=True
+                self.keys.sessions, {str(self.ctx.session): _now_ms() + self.timeout_ms},
+                xx=True, ch=True,
             )
         if not updated:
             log.error("session %d was declared dead by another node; its open files were "
@@ -93,11 +96,18 @@ class Sessions:
             pipe.zrem(self.keys.sessions, str(sid))
             await pipe.execute()
 
-    async def dead(self) -> list[int]:
-        """Sessions whose last heartbeat is older than the timeout."""
-        cutoff = _now_ms() - int(self.timeout * 1000)
+    @property
+    def timeout_ms(self) -> int:
+        return int(self.timeout * 1000)
+
+    async def dead(self, silent_for: float | None = None) -> list[int]:
+        """Sessions whose lease expired, or (``silent_for``) whose last heartbeat is that old."""
         with self.ctx.guard():
-            sids = await self.ctx.client.zrangebyscore(self.keys.sessions, "-inf", cutoff)
+            if silent_for is None:
+                sids = await self.ctx.client.zrangebyscore(self.keys.sessions, "-inf", _now_ms())
+            else:
+                sids = [sess.sid for sess in await self.list()
+                        if sess.heartbeat_ms <= _now_ms() - int(silent_for * 1000)]
         return [int(s) for s in sids if int(s) != self.ctx.session]
 
     async def reclaim(self, sid: int) -> list[int]:
@@ -142,6 +152,7 @@ class Sessions:
         out = []
         for i, (sid, score) in enumerate(scored):
             info, nopen = details[2 * i], details[2 * i + 1]
+            timeout = int(info.get(b"timeout", 0))
             out.append(SessionInfo(
                 sid=int(sid),
                 host=info.get(b"host", b"?").decode(errors="replace"),
@@ -149,7 +160,7 @@ class Sessions:
                 mountpoint=info.get(b"mountpoint", b"").decode(errors="replace"),
                 version=info.get(b"version", b"?").decode(errors="replace"),
                 started_ns=int(info.get(b"started", 0)),
-                heartbeat_ms=int(score),
+                heartbeat_ms=int(score) - timeout,
                 open_inodes=int(nopen),
             ))
         return out

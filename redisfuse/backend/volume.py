@@ -166,16 +166,16 @@ class Inodes:
         writes are fenced: a node whose lease expired (say, frozen, or cut off
         from Redis) refuses to write instead of racing the node that reclaimed it.
         """
-        interval = interval or max(self.sessions.timeout / 6, 0.2)
+        interval = interval or min(max(self.sessions.timeout / 6, 0.2), 2.0)
         self._fenced = True
         rounds = 0
         try:
             while True:
                 try:
                     await self.sessions.heartbeat()
-                    if rounds % 3 == 0:
-                        for sid in await self.sessions.dead():
-                            await self.sessions.reclaim(sid)
+                    for sid in await self.sessions.dead():
+                        await self.sessions.reclaim(sid)
+                    if rounds % 10 == 0:
                         await self.gc()
                 except FSError as exc:
                     log.warning("housekeeping failed (will retry): %s", exc)

@@ -25,13 +25,12 @@ def _when(ms: int) -> str:
 async def run(command: str, args: argparse.Namespace, options: RedisOptions) -> int:
     try:
         async with open_volume(volume=args.volume, options=options,
-                               session_timeout=getattr(args, "session_timeout", 60.0),
                                read_only=command == "status") as vol:
             fs = vol.inodes
             if command == "status":
                 return await _status(vol.name, fs)
             if command == "gc":
-                dead = await fs.sessions.dead()
+                dead = await fs.sessions.dead(args.session_timeout)
                 for sid in dead:
                     await fs.sessions.reclaim(sid)
                 purged = await fs.gc()

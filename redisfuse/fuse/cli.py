@@ -36,6 +36,9 @@ def _add_redis_arguments(parser: argparse.ArgumentParser) -> None:
     redis.add_argument("--volume", default="default", help="volume name inside Redis (default: default)")
     redis.add_argument("--redis-timeout", type=float, default=10.0, metavar="S",
                        help="socket timeout for Redis commands (default 10)")
+    redis.add_argument("--redis-retry-deadline", type=float, default=30.0, metavar="S",
+                       help="while Redis is unreachable, operations retry this long, then fail "
+                            "with EIO (default 30)")
 
 
 def _add_mount_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,8 +93,9 @@ def main_parser() -> argparse.ArgumentParser:
     _add_redis_arguments(status)
     gc = sub.add_parser("gc", help="reclaim dead sessions, freed inodes and replaced objects")
     _add_redis_arguments(gc)
-    gc.add_argument("--session-timeout", type=float, default=60.0, metavar="S",
-                    help="sessions silent this long count as dead (default 60)")
+    gc.add_argument("--session-timeout", type=float, default=None, metavar="S",
+                    help="also count sessions silent this long as dead (default: only "
+                         "sessions past their own declared timeout)")
     fsck = sub.add_parser("fsck", help="check the volume's consistency (and repair it)")
     _add_redis_arguments(fsck)
     fsck.add_argument("--repair", action="store_true",
@@ -137,6 +141,7 @@ def _redis_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         db=args.redis_db or 0,
         password=args.redis_password,
         socket_timeout=args.redis_timeout,
+        retry_deadline=args.redis_retry_deadline,
     )
 
 

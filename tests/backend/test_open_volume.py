@@ -182,7 +182,7 @@ async def test_unreachable_host_and_port_name_the_address() -> None:
 
 async def test_unreachable_address_fails_quickly_without_retries() -> None:
     port = free_port()
-    options = RedisOptions(url=f"redis://127.0.0.1:{port}/0", retries=0, connect_timeout=1.0)
+    options = RedisOptions(url=f"redis://127.0.0.1:{port}/0", retry_deadline=0, connect_timeout=1.0)
     with anyio.fail_after(5), pytest.raises(BackendUnavailable):
         async with open_volume(volume="v", options=options):
             pass

@@ -86,10 +86,25 @@ def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> bool:
     return True
 
 
+def is_mounted(path: Path | str) -> bool:
+    """Whether the kernel lists ``path`` as a mountpoint (also when its process died).
+
+    ``os.path.ismount`` says False for a mount whose FUSE process is gone
+    ("Transport endpoint is not connected"), so read /proc/mounts instead.
+    """
+    target = os.path.abspath(path)
+    with open("/proc/mounts", encoding="utf-8") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) > 1 and fields[1].encode().decode("unicode_escape") == target:
+                return True
+    return False
+
+
 def stop_mount(mount: Mount) -> int | None:
     """Unmount and end the process, escalating as needed; returns its exit status."""
     path = str(mount.path)
-    if os.path.ismount(path):
+    if is_mounted(path):
         done = subprocess.run(["fusermount3", "-u", path], capture_output=True, check=False)
         if done.returncode != 0:
             subprocess.run(["fusermount3", "-u", "-z", path], capture_output=True, check=False)
@@ -98,7 +113,7 @@ def stop_mount(mount: Mount) -> int | None:
         if not _wait_exit(mount.proc, 5):
             mount.proc.kill()
             mount.proc.wait()
-    if os.path.ismount(path):
+    if is_mounted(path):
         subprocess.run(["fusermount3", "-u", "-z", path], capture_output=True, check=False)
     return mount.proc.returncode
 
