@@ -21,6 +21,7 @@ from . import codec, events
 from .cache import ObjectCache
 from .context import Context, now_ns
 from .lock import Lock
+from .model import attr_from_pairs
 from .scripts import check
 
 log = logging.getLogger(__name__)
@@ -310,6 +311,7 @@ class BlockStore:
             self.cache.put(obj, payload)
         dirty.clear()
         dirty.known_size = int(res[1])
+        self.ctx.cache.put_attr(attr_from_pairs(dirty.ino, res[3]))
         dirty.end = 0
 
     async def reclaim(self, inos: list[int]) -> None:

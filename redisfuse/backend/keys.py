@@ -12,7 +12,7 @@ would lose precision).
 | ``counter:ino`` | string | highest inode number handed out (INCRBY reserves ranges); root is 1 |
 | ``counter:obj`` | string | highest object id handed out (INCRBY reserves ranges) |
 | ``counter:sess`` | string | highest session id handed out |
-| ``i:INO`` | hash | ``mode uid gid nlink size rdev atime mtime ctime version bytes opens parent dseq``; ``nlink`` equals the number of entries naming it (directories: 2 + subdirectories); ``bytes`` is the sum of the valid lengths in ``m:INO``; ``opens`` counts open handles over all sessions; ``parent`` is set for directories only; ``dseq`` is the directory's entry sequence counter |
+| ``i:INO`` | hash | ``mode uid gid nlink size rdev atime mtime ctime version bytes opens xattrs parent dseq``; ``nlink`` equals the number of entries naming it (directories: 2 + subdirectories); ``bytes`` is the sum of the valid lengths in ``m:INO``; ``opens`` counts open handles over all sessions; ``xattrs`` is the number of fields of ``x:INO``; ``parent`` is set for directories only; ``dseq`` is the directory's entry sequence counter |
 | ``d:INO`` | hash | directory entries: name -> ``"CHILD:SEQ"``; SEQ is unique and increasing per directory and serves as the stable readdir offset |
 | ``s:INO`` | string | symlink target |
 | ``x:INO`` | hash | extended attributes: name -> value |

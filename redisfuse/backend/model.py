@@ -39,6 +39,8 @@ class Attr:
     ctime_ns: int
     version: int
     bytes_used: int
+    xattr_count: int = -1
+    """How many extended attributes the inode has (-1: not recorded)."""
 
     @property
     def is_dir(self) -> bool:
@@ -131,6 +133,7 @@ def attr_from_fields(ino: int, fields: dict[bytes, bytes]) -> Attr:
         ctime_ns=_int(fields, b"ctime"),
         version=_int(fields, b"version"),
         bytes_used=_int(fields, b"bytes"),
+        xattr_count=int(fields.get(b"xattrs", b"-1")),
     )
 
 

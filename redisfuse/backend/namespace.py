@@ -162,6 +162,7 @@ class Namespace:
                 ctime_ns=now,
                 version=1,
                 bytes_used=0,
+                xattr_count=0,
             )
             self.ctx.cache.put_entry(parent, name, attr)
             return attr

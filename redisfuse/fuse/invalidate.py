@@ -44,19 +44,32 @@ class KernelInvalidator:
         return f"<KernelInvalidator events={self.events} resyncs={self.resyncs}>"
 
     async def run(self) -> None:
-        """Consume events until cancelled."""
-        async for event in self.bridge.iterate(self.fs.events()):
-            self.events += 1
-            if isinstance(event, InodeChanged):
-                if event.ino in self.known:
-                    await trio.to_thread.run_sync(_drop_inode, event.ino)
-            elif isinstance(event, EntryChanged):
-                pyfuse3.invalidate_entry_async(
-                    pyfuse3.InodeT(event.parent), event.name, ignore_enoent=True
-                )
-            elif isinstance(event, Resync):
-                self.resyncs += 1
-                if self.resyncs > 1:
-                    log.info("change events resumed; dropping %d cached inodes", len(self.known))
-                for ino in list(self.known):
-                    await trio.to_thread.run_sync(_drop_inode, ino)
+        """Consume events until cancelled.
+
+        Entry invalidations are queued to pyfuse3's notification thread at once;
+        inode invalidations (which block until the kernel is done) go to a worker
+        task, so a slow one never delays the events behind it.
+        """
+        send, receive = trio.open_memory_channel[int](100_000)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._drop_inodes, receive)
+            async for event in self.bridge.iterate(self.fs.events()):
+                self.events += 1
+                if isinstance(event, EntryChanged):
+                    pyfuse3.invalidate_entry_async(
+                        pyfuse3.InodeT(event.parent), event.name, ignore_enoent=True
+                    )
+                elif isinstance(event, InodeChanged):
+                    if event.ino in self.known:
+                        send.send_nowait(event.ino)
+                elif isinstance(event, Resync):
+                    self.resyncs += 1
+                    if self.resyncs > 1:
+                        log.info("change events resumed; dropping %d cached inodes",
+                                 len(self.known))
+                    for ino in list(self.known):
+                        send.send_nowait(ino)
+
+    async def _drop_inodes(self, receive: trio.MemoryReceiveChannel[int]) -> None:
+        async for ino in receive:
+            await trio.to_thread.run_sync(_drop_inode, ino)

@@ -5,7 +5,8 @@
 -- ARGV[1] new mtime/ctime (ns): the time of the last buffered write
 -- ARGV[2] now (ms)  ARGV[3] minimum size after the write
 -- ARGV[4..] triples: block index, object id, valid bytes
--- Returns {0, size, version} or {ENOENT} (the inode is gone; nothing changed).
+-- Returns {0, size, version, {attribute field, value, ...}} or {ENOENT} (the inode is
+-- gone; nothing changed).
 if redis.call('EXISTS', KEYS[1]) == 0 then return {ENOENT} end
 local delta = 0
 for k = 4, #ARGV, 3 do
@@ -29,4 +30,4 @@ if minsize > size then
   redis.call('HSET', KEYS[1], 'size', ARGV[3])
 end
 touch(KEYS[1], ARGV[1], true)
-return {0, size, redis.call('HGET', KEYS[1], 'version')}
+return {0, size, redis.call('HGET', KEYS[1], 'version'), redis.call('HGETALL', KEYS[1])}

@@ -38,7 +38,7 @@ if ARGV[9] == '1' then
 end
 redis.call('HSET', KEYS[3], 'mode', mode, 'uid', ARGV[4], 'gid', gid, 'nlink', nlink,
            'size', size, 'rdev', ARGV[6], 'atime', ARGV[7], 'mtime', ARGV[7],
-           'ctime', ARGV[7], 'version', 1, 'bytes', 0, 'opens', opens)
+           'ctime', ARGV[7], 'version', 1, 'bytes', 0, 'opens', opens, 'xattrs', 0)
 if isdir then redis.call('HSET', KEYS[3], 'parent', ARGV[10], 'dseq', 0) end
 redis.call('HINCRBY', KEYS[5], 'inodes', 1)
 return {0, seq, mode, gid}

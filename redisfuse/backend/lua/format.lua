@@ -8,7 +8,7 @@ redis.call('HSET', KEYS[1], 'format', ARGV[1], 'block_size', ARGV[2], 'codec', A
            'created', ARGV[4], 'uuid', ARGV[5])
 redis.call('HSET', KEYS[2], 'mode', ARGV[6], 'uid', ARGV[7], 'gid', ARGV[8], 'nlink', 2,
            'size', 0, 'rdev', 0, 'atime', ARGV[4], 'mtime', ARGV[4], 'ctime', ARGV[4],
-           'version', 1, 'bytes', 0, 'opens', 0, 'parent', 1, 'dseq', 0)
+           'version', 1, 'bytes', 0, 'opens', 0, 'parent', 1, 'dseq', 0, 'xattrs', 0)
 redis.call('HSET', KEYS[3], 'inodes', 1, 'bytes', 0)
 redis.call('SETNX', KEYS[4], 1)
 return {0, 1}

@@ -14,5 +14,6 @@ else
   if bit.band(flags, 2) ~= 0 and not present then return {ENODATA} end
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 end
+redis.call('HSET', KEYS[2], 'xattrs', redis.call('HLEN', KEYS[1]))
 touch(KEYS[2], ARGV[4], false)
 return {0}
