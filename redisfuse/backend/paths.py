@@ -7,12 +7,15 @@ file object. It holds no filesystem rules of its own.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from ..errors import FSError, IsADirectory, NotADirectory, NotFound
 from .keys import ROOT_INO
+from .lock import Lock
 from .model import Attr, SetAttr, StatFs
 
 if TYPE_CHECKING:
@@ -154,6 +157,20 @@ class Volume:
 
     async def statfs(self) -> StatFs:
         return await self.inodes.statfs()
+
+    @contextlib.asynccontextmanager
+    async def lock(
+        self, path: str | bytes, *, ttl: float = 10.0, timeout: float = 30.0
+    ) -> AsyncIterator[Lock]:
+        """Hold a distributed lock named by the file at ``path`` (all nodes, all clients).
+
+        Advisory, like flock: only holders of this lock exclude each other. The
+        lock is renewed while the block runs and released at its end.
+        """
+        attr = await self.stat(path, follow_symlinks=False)
+        key = self.inodes.keys.lock(f"user:{attr.ino}")
+        async with Lock(self.inodes.ctx, key, ttl=ttl, timeout=timeout) as held:
+            yield held
 
     async def open(self, path: str | bytes, mode: str = "rb") -> AsyncFile:
         """Open a file like ``open()`` in binary mode: 'rb', 'wb', 'ab', 'xb', 'r+b', 'w+b', 'a+b'."""

@@ -293,3 +293,21 @@ async def test_statfs_counts_inodes(vol: Volume) -> None:
     await vol.write_file("/a/f", b"12345")
     s = await vol.statfs()
     assert s.inodes_used == 4 and s.bytes_used == 5
+
+
+async def test_path_lock_excludes_other_clients(vol: Volume, vol2: Volume) -> None:
+    import anyio
+
+    await vol.write_file("/shared", b"")
+    order: list[str] = []
+
+    async def hold(v: Volume, tag: str) -> None:
+        async with v.lock("/shared", ttl=1.0):
+            order.append(f"{tag}-in")
+            await anyio.sleep(0.3)  # longer than a third of the TTL: renewal must work
+            order.append(f"{tag}-out")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(hold, vol, "a")
+        tg.start_soon(hold, vol2, "b")
+    assert order in (["a-in", "a-out", "b-in", "b-out"], ["b-in", "b-out", "a-in", "a-out"])
