@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+from collections.abc import Callable
 
 
 class FSError(OSError):
@@ -102,7 +103,7 @@ class FormatError(FSError):
         super().__init__(_errno.EINVAL, message)
 
 
-_BY_ERRNO: dict[int, type[FSError]] = {
+_BY_ERRNO: dict[int, Callable[[str | None], FSError]] = {
     _errno.ENOENT: NotFound,
     _errno.EEXIST: Exists,
     _errno.ENOTEMPTY: NotEmpty,

@@ -17,10 +17,10 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError, RedisError, ResponseError, TimeoutError
 
 from ..errors import BackendUnavailable, FSError, NoSpace
-from .keys import Keys, SessionId
-from .model import Settings
 from . import events
+from .keys import Keys, SessionId
 from .metacache import MetaCache
+from .model import Settings
 from .scripts import Scripts, check
 
 

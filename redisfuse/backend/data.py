@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import anyio
 
@@ -72,9 +72,7 @@ class DirtyFile:
     def partial_blocks(self) -> list[int]:
         """Blocks holding bytes this node did not write (merged from Redis before commit)."""
         return [
-            idx
-            for idx, block in self.blocks.items()
-            if self.extents.get(idx) != [[0, len(block)]]
+            idx for idx, block in self.blocks.items() if self.extents.get(idx) != [[0, len(block)]]
         ]
 
     def clear(self) -> None:
@@ -129,7 +127,7 @@ class BlockStore:
     async def _load_objects(self, ids: list[int]) -> dict[int, bytes]:
         """GET and decode objects in one round trip; EIO (and a log line) when one is bad."""
         with self.ctx.guard():
-            stored = await self.ctx.client.mget([self.keys.obj(i) for i in ids])
+            stored = cast(list[bytes], await self.ctx.client.mget([self.keys.obj(i) for i in ids]))
         for obj, raw in zip(ids, stored, strict=True):
             if raw is None:
                 log.error("object %d missing in volume %s", obj, self.keys.volume)
@@ -148,7 +146,7 @@ class BlockStore:
         return out
 
     async def read(self, ino: int, offset: int, size: int, dirty: DirtyFile | None) -> bytes:
-        """Read up to ``size`` bytes at ``offset``; holes and the part past EOF read as zeros/short."""
+        """Read up to ``size`` bytes at ``offset``; holes read as zeros, EOF cuts short."""
         if offset < 0 or size < 0:
             raise FSError(errno.EINVAL, "negative offset or size")
         bs = self.bs
@@ -185,7 +183,9 @@ class BlockStore:
         if 0 <= dirty.known_size <= idx * self.bs:
             return bytearray()
         with self.ctx.guard():
-            value = await self.ctx.client.hget(self.keys.blockmap(ino), str(idx))  # type: ignore[misc]
+            value = cast(
+                bytes | None, await self.ctx.client.hget(self.keys.blockmap(ino), str(idx))
+            )
         if value is None:
             return bytearray()
         (data,) = await self._fetch([value])
@@ -193,6 +193,8 @@ class BlockStore:
 
     async def write(self, dirty: DirtyFile, offset: int, data: bytes) -> None:
         """Buffer ``data`` at ``offset`` into whole blocks (loading partly overwritten ones)."""
+        if not data:
+            return  # writing nothing changes nothing, not even the size (write(2))
         bs = self.bs
         pos = 0
         while pos < len(data):
@@ -217,7 +219,7 @@ class BlockStore:
     async def committed_size(self, ino: int) -> int:
         """The size in Redis right now (no cache): for appends, under the inode lock."""
         with self.ctx.guard():
-            value = await self.ctx.client.hget(self.keys.inode(ino), "size")  # type: ignore[misc]
+            value = await self.ctx.client.hget(self.keys.inode(ino), "size")
         if value is None:
             raise FSError(errno.ENOENT, f"inode {ino} does not exist")
         return int(value)
@@ -229,10 +231,10 @@ class BlockStore:
         loaded; without this, committing the whole block would undo that change.
         """
         with self.ctx.guard():
-            values = await self.ctx.client.hmget(  # type: ignore[misc]
+            values = await self.ctx.client.hmget(
                 self.keys.blockmap(dirty.ino), [str(i) for i in partial]
             )
-        fresh = await self._fetch(list(values))
+        fresh = await self._fetch(cast(list[bytes | None], values))
         for idx, base in zip(partial, fresh, strict=True):
             mine = dirty.blocks[idx]
             merged = bytearray(base or b"")
@@ -338,7 +340,10 @@ class BlockStore:
     async def purge_trash(self, older_than_ms: int) -> int:
         """Delete trashed objects dropped before ``older_than_ms``; return how many."""
         with self.ctx.guard():
-            ids = await self.ctx.client.zrangebyscore(self.keys.trash, "-inf", older_than_ms)
+            ids = cast(
+                list[bytes],
+                await self.ctx.client.zrangebyscore(self.keys.trash, "-inf", older_than_ms),
+            )
             if not ids:
                 return 0
             pipe = self.ctx.client.pipeline(transaction=False)

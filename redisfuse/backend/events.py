@@ -49,7 +49,9 @@ class Resync:
 Event = InodeChanged | EntryChanged | Resync
 
 
-def encode(session: int, inodes: Iterable[int] = (), entries: Iterable[tuple[int, bytes]] = ()) -> bytes:
+def encode(
+    session: int, inodes: Iterable[int] = (), entries: Iterable[tuple[int, bytes]] = ()
+) -> bytes:
     """The wire form of one operation's events."""
     parts = [str(session).encode()]
     parts += [b"i%d" % ino for ino in inodes if ino]
@@ -116,7 +118,7 @@ async def listen(client: Redis, channel: str, own_session: int) -> AsyncIterator
             for event in events:
                 yield event
     finally:
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 async def _resubscribe(pubsub: PubSub, channel: str) -> None:

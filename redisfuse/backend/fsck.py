@@ -18,6 +18,7 @@ from __future__ import annotations
 import stat
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import cast
 
 from redis.asyncio import Redis
 
@@ -80,10 +81,10 @@ class _Checker:
         pipe = client.pipeline(transaction=False)
         for ino in inos:
             pipe.hgetall(keys.inode(ino))
-        attrs = dict(zip(inos, await pipe.execute(), strict=True))
-        orphans = {int(i) for i in await client.zrange(keys.orphans, 0, -1)}
-        reclaim = {int(i) for i in await client.zrange(keys.reclaim, 0, -1)}
-        trash = {int(i) for i in await client.zrange(keys.trash, 0, -1)}
+        attrs: dict[int, dict[bytes, bytes]] = dict(zip(inos, await pipe.execute(), strict=True))
+        orphans = await self._members(keys.orphans)
+        reclaim = await self._members(keys.reclaim)
+        trash = await self._members(keys.trash)
         opens = await self._open_counts()
 
         links: Counter[int] = Counter()
@@ -92,14 +93,14 @@ class _Checker:
         for ino, fields in attrs.items():
             if not stat.S_ISDIR(int(fields[b"mode"])):
                 continue
-            entries = await client.hgetall(keys.dirents(ino))  # type: ignore[misc]
+            entries = cast(dict[bytes, bytes], await client.hgetall(keys.dirents(ino)))
             for name, value in entries.items():
                 self.report.entries += 1
                 child = int(value.split(b":")[0])
                 if child not in attrs:
                     self.problem(f"dangling entry {name!r} in directory {ino} -> {child}")
                     if self.repair:
-                        await client.hdel(keys.dirents(ino), name)  # type: ignore[misc]
+                        await client.hdel(keys.dirents(ino), name)
                         self.fixed(f"removed entry {name!r} of directory {ino}")
                     continue
                 links[child] += 1
@@ -110,8 +111,9 @@ class _Checker:
         referenced: set[int] = set()
         live: dict[int, int] = {}  # ino -> bytes, after repairs
         for ino, fields in attrs.items():
-            used = await self._check_inode(ino, fields, links, subdirs, parents, orphans,
-                                           opens, referenced)
+            used = await self._check_inode(
+                ino, fields, links, subdirs, parents, orphans, opens, referenced
+            )
             if used is not None:
                 live[ino] = used
         for ino in await _scan_ids(client, keys, "m"):
@@ -122,7 +124,7 @@ class _Checker:
                     self.fixed(f"queued block map of inode {ino} for reclaim")
                     reclaim.add(ino)
             if ino in reclaim:
-                for value in await client.hvals(keys.blockmap(ino)):  # type: ignore[misc]
+                for value in cast(list[bytes], await client.hvals(keys.blockmap(ino))):
                     referenced.add(int(value.split(b":")[0]))
         for ino in orphans:
             if ino not in live:
@@ -134,10 +136,13 @@ class _Checker:
         await self._check_usage(live)
         return self.report
 
+    async def _members(self, key: str) -> set[int]:
+        return {int(i) for i in cast(list[bytes], await self.client.zrange(key, 0, -1))}
+
     async def _open_counts(self) -> Counter[int]:
         counts: Counter[int] = Counter()
         async for key in self.client.scan_iter(match=self.keys.pattern("open"), count=1000):
-            for ino, n in (await self.client.hgetall(key)).items():  # type: ignore[misc]
+            for ino, n in (await self.client.hgetall(key)).items():
                 counts[int(ino)] += int(n)
         return counts
 
@@ -157,20 +162,23 @@ class _Checker:
         mode = int(fields[b"mode"])
         nlink = int(fields[b"nlink"])
         if int(fields.get(b"opens", 0)) != opens[ino]:
-            self.problem(f"inode {ino} counts {fields.get(b'opens')!r} opens, sessions hold "
-                         f"{opens[ino]}")
+            self.problem(
+                f"inode {ino} counts {fields.get(b'opens')!r} opens, sessions hold {opens[ino]}"
+            )
             if self.repair:
-                await client.hset(keys.inode(ino), "opens", opens[ino])  # type: ignore[misc]
+                await client.hset(keys.inode(ino), "opens", opens[ino])
                 self.fixed(f"set opens of inode {ino} to {opens[ino]}")
         if stat.S_ISDIR(mode):
             expect = 2 + subdirs[ino]
             if ino != ROOT_INO and links[ino] > 1:
                 self.problem(f"directory {ino} has {links[ino]} names")
             if ino != ROOT_INO and links[ino] and int(fields.get(b"parent", 0)) != parents[ino]:
-                self.problem(f"directory {ino} records parent {fields.get(b'parent')!r}, "
-                             f"is in {parents[ino]}")
+                self.problem(
+                    f"directory {ino} records parent {fields.get(b'parent')!r}, "
+                    f"is in {parents[ino]}"
+                )
                 if self.repair:
-                    await client.hset(keys.inode(ino), "parent", parents[ino])  # type: ignore[misc]
+                    await client.hset(keys.inode(ino), "parent", parents[ino])
                     self.fixed(f"set parent of directory {ino} to {parents[ino]}")
         else:
             expect = links[ino]
@@ -184,9 +192,9 @@ class _Checker:
         if nlink != expect:
             self.problem(f"inode {ino} has nlink {nlink}, expected {expect}")
             if self.repair:
-                await client.hset(keys.inode(ino), "nlink", expect)  # type: ignore[misc]
+                await client.hset(keys.inode(ino), "nlink", expect)
                 self.fixed(f"set nlink of inode {ino} to {expect}")
-        blockmap = await client.hgetall(keys.blockmap(ino))  # type: ignore[misc]
+        blockmap = cast(dict[bytes, bytes], await client.hgetall(keys.blockmap(ino)))
         present = await self._existing([int(v.split(b":")[0]) for v in blockmap.values()])
         valid_sum = 0
         lost = 0
@@ -206,10 +214,10 @@ class _Checker:
         if not self.repair:
             return recorded
         if missing:
-            await client.hdel(keys.blockmap(ino), *missing)  # type: ignore[misc]
+            await client.hdel(keys.blockmap(ino), *missing)
             self.fixed(f"dropped {len(missing)} blocks of inode {ino} whose objects are gone")
         if valid_sum - lost != recorded:
-            await client.hset(keys.inode(ino), "bytes", valid_sum - lost)  # type: ignore[misc]
+            await client.hset(keys.inode(ino), "bytes", valid_sum - lost)
             self.fixed(f"set bytes of inode {ino} to {valid_sum - lost}")
         return valid_sum - lost
 
@@ -241,14 +249,17 @@ class _Checker:
         for obj in leaked:
             pipe.object("idletime", self.keys.obj(obj))
         idle = await pipe.execute()
-        old = [obj for obj, seconds in zip(leaked, idle, strict=True)
-               if seconds is not None and seconds >= self.min_idle]
+        old = [
+            obj
+            for obj, seconds in zip(leaked, idle, strict=True)
+            if seconds is not None and seconds >= self.min_idle
+        ]
         if old:
             await self.client.unlink(*(self.keys.obj(o) for o in old))
             self.fixed(f"deleted {len(old)} leaked objects")
 
     async def _check_usage(self, live: dict[int, int]) -> None:
-        usage = await self.client.hgetall(self.keys.usage)  # type: ignore[misc]
+        usage = await self.client.hgetall(self.keys.usage)
         inodes, total = len(live), sum(live.values())
         bad = False
         if int(usage.get(b"inodes", 0)) != inodes:
@@ -258,7 +269,7 @@ class _Checker:
             self.problem(f"usage counts {usage.get(b'bytes')!r} bytes, inodes hold {total}")
             bad = True
         if bad and self.repair:
-            await self.client.hset(self.keys.usage, mapping={"inodes": inodes, "bytes": total})  # type: ignore[misc]
+            await self.client.hset(self.keys.usage, mapping={"inodes": inodes, "bytes": total})
             self.fixed(f"set usage to {inodes} inodes, {total} bytes")
 
 

@@ -6,27 +6,59 @@ one Lua script. Nothing is keyed by path. Numbers are decimal ASCII; times are
 integer nanoseconds since the epoch, kept as strings inside Lua (doubles there
 would lose precision).
 
-| key | type | holds / invariants |
-|---|---|---|
-| ``setting`` | hash | ``format``, ``block_size``, ``codec``, ``created``, ``uuid``; written once by format |
-| ``counter:ino`` | string | highest inode number handed out (INCRBY reserves ranges); root is 1 |
-| ``counter:obj`` | string | highest object id handed out (INCRBY reserves ranges) |
-| ``counter:sess`` | string | highest session id handed out |
-| ``i:INO`` | hash | ``mode uid gid nlink size rdev atime mtime ctime version bytes opens xattrs parent dseq``; ``nlink`` equals the number of entries naming it (directories: 2 + subdirectories); ``bytes`` is the sum of the valid lengths in ``m:INO``; ``opens`` counts open handles over all sessions; ``xattrs`` is the number of fields of ``x:INO``; ``parent`` is set for directories only; ``dseq`` is the directory's entry sequence counter |
-| ``d:INO`` | hash | directory entries: name -> ``"CHILD:SEQ"``; SEQ is unique and increasing per directory and serves as the stable readdir offset |
-| ``s:INO`` | string | symlink target |
-| ``x:INO`` | hash | extended attributes: name -> value |
-| ``m:INO`` | hash | block map: block index -> ``"OBJ:VALID"``; bytes of the block past VALID read as zeros; never points at a deleted object |
-| ``o:OBJ`` | string | an immutable block object: 1 codec byte + payload (see codec.py) |
-| ``usage`` | hash | ``inodes`` (live inodes) and ``bytes`` (sum of all ``i:INO.bytes``), changed by blind HINCRBY only |
-| ``trash`` | zset | object ids no longer referenced, scored by the time (ms) they were dropped; deleted after a grace period so readers holding an old map still find them |
-| ``reclaim`` | zset | inodes whose metadata is gone but whose ``m:INO`` and objects must still be deleted, scored by time (ms) |
-| ``orphans`` | zset | inodes with nlink 0 that are still open somewhere, scored by time (ms) |
-| ``sessions`` | zset | session id -> last heartbeat (ms) |
-| ``sess:SID`` | hash | ``host pid mountpoint version started`` of a session |
-| ``open:SID`` | hash | inode -> number of handles session SID holds open on it |
-| ``lock:NAME`` | string | a distributed lock: owner token with a TTL (see lock.py); ``NAME`` is ``i:INO`` for inode locks |
-| channel ``events`` | pub/sub | change notifications (see events.py) |
+Keys (type: what it holds, and its invariants):
+
+``setting`` (hash)
+    ``format``, ``block_size``, ``codec``, ``created``, ``uuid``; written once
+    by format.
+``counter:ino``, ``counter:obj``, ``counter:sess`` (strings)
+    Highest inode / object / session id handed out (INCRBY reserves ranges);
+    the root directory is inode 1.
+``i:INO`` (hash)
+    ``mode uid gid nlink size rdev atime mtime ctime version bytes opens
+    xattrs``, and for directories ``parent dseq``. ``nlink`` equals the number
+    of entries naming the inode (directories: 2 + subdirectories); ``bytes``
+    is the sum of the valid lengths in ``m:INO``; ``opens`` counts open
+    handles over all sessions; ``xattrs`` is the number of fields of
+    ``x:INO``; ``parent`` is the directory's parent; ``dseq`` its entry
+    sequence counter; ``version`` grows with every change.
+``d:INO`` (hash)
+    Directory entries: name -> ``"CHILD:SEQ"``. SEQ is unique and increasing
+    per directory and is the entry's stable readdir offset.
+``s:INO`` (string)
+    Symlink target.
+``x:INO`` (hash)
+    Extended attributes: name -> value.
+``m:INO`` (hash)
+    Block map: block index -> ``"OBJ:VALID"``; bytes of the block past VALID
+    read as zeros. Never points at a deleted object.
+``o:OBJ`` (string)
+    An immutable block object: 1 codec byte + payload (see codec.py).
+``usage`` (hash)
+    ``inodes`` (live inodes) and ``bytes`` (sum of all ``i:INO.bytes``),
+    changed by blind HINCRBY only.
+``trash`` (zset)
+    Object ids no longer referenced, scored by the time (ms) they were
+    dropped; deleted after a grace period, so that readers holding an older
+    block map still find them.
+``reclaim`` (zset)
+    Inodes whose metadata is gone but whose ``m:INO`` and objects must still
+    be deleted, scored by time (ms).
+``orphans`` (zset)
+    Inodes with nlink 0 that are still open somewhere, scored by time (ms).
+``sessions`` (zset)
+    Session id -> the time (ms) its lease expires.
+``sess:SID`` (hash)
+    ``host pid mountpoint version started timeout`` of a session.
+``open:SID`` (hash)
+    Inode -> number of handles session SID holds open on it; the sum over
+    sessions equals ``i:INO.opens``.
+``lock:NAME`` (string)
+    A distributed lock: owner token with a TTL (see lock.py). ``NAME`` is
+    ``i:INO`` for the inode locks the data path takes, ``user:INO`` for locks
+    library users take on a path.
+channel ``events`` (pub/sub)
+    Change notifications (see events.py).
 """
 
 from __future__ import annotations

@@ -26,8 +26,10 @@ class MetaCache:
 
     def __repr__(self) -> str:
         state = "on" if self.enabled else "off"
-        return (f"<MetaCache {state} attrs={len(self._attrs)} entries={len(self._entries)} "
-                f"hits={self.hits} misses={self.misses}>")
+        return (
+            f"<MetaCache {state} attrs={len(self._attrs)} entries={len(self._entries)} "
+            f"hits={self.hits} misses={self.misses}>"
+        )
 
     def _fresh(self, stamp: float) -> bool:
         return time.monotonic() - stamp < self.ttl

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import stat
-from typing import Any
+from typing import Any, cast
 
 from ..errors import FSError, IsADirectory, NotFound
 from .context import Context, now_ns
@@ -68,7 +68,7 @@ class Namespace:
         if cached is not None:
             return cached
         with self.ctx.guard():
-            fields = await self.ctx.client.hgetall(self.keys.inode(ino))  # type: ignore[misc]
+            fields = cast(dict[bytes, bytes], await self.ctx.client.hgetall(self.keys.inode(ino)))
         if not fields:
             raise NotFound(f"inode {ino} does not exist")
         attr = attr_from_fields(ino, fields)
@@ -95,7 +95,7 @@ class Namespace:
     async def parent_of(self, ino: int) -> int:
         """The parent directory of directory ``ino`` (the root is its own parent)."""
         with self.ctx.guard():
-            value = await self.ctx.client.hget(self.keys.inode(ino), "parent")  # type: ignore[misc]
+            value = await self.ctx.client.hget(self.keys.inode(ino), "parent")
         if value is None:
             attr = await self.getattr(ino)
             if not attr.is_dir:
@@ -122,8 +122,15 @@ class Namespace:
         """
         validate_name(name, creating=True)
         kind = stat.S_IFMT(mode)
-        if kind not in (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFIFO, stat.S_IFSOCK,
-                        stat.S_IFCHR, stat.S_IFBLK):
+        if kind not in (
+            stat.S_IFREG,
+            stat.S_IFDIR,
+            stat.S_IFLNK,
+            stat.S_IFIFO,
+            stat.S_IFSOCK,
+            stat.S_IFCHR,
+            stat.S_IFBLK,
+        ):
             raise FSError(errno.EINVAL, f"unsupported file type {oct(kind)}")
         if kind == stat.S_IFLNK and not target:
             raise FSError(errno.ENOENT, "empty symlink target")
@@ -177,7 +184,7 @@ class Namespace:
             if not attr.is_symlink:
                 raise FSError(errno.EINVAL, f"inode {ino} is not a symlink")
             raise FSError(errno.EIO, f"symlink {ino} has no target")
-        return bytes(target)
+        return cast(bytes, target)
 
     async def link(self, ino: int, parent: int, name: bytes) -> Attr:
         """Give inode ``ino`` another name (EPERM for directories)."""
@@ -193,7 +200,7 @@ class Namespace:
         if cached is not None:
             return cached
         with self.ctx.guard():
-            value = await self.ctx.client.hget(self.keys.dirents(parent), name)  # type: ignore[misc]
+            value = cast(bytes | None, await self.ctx.client.hget(self.keys.dirents(parent), name))
         ino = _entry_ino(value)
         if ino is None:
             # Tell "no such name" from "no such directory".
@@ -294,8 +301,21 @@ class Namespace:
                 *(self.keys.inode(i) for i in chain2),
             ]
             now = now_ns()
-            args: list[Any] = [name, newname, src, dst, flags, now, now // 1_000_000, parent,
-                               newparent, len(chain1), *chain1, len(chain2), *chain2]
+            args: list[Any] = [
+                name,
+                newname,
+                src,
+                dst,
+                flags,
+                now,
+                now // 1_000_000,
+                parent,
+                newparent,
+                len(chain1),
+                *chain1,
+                len(chain2),
+                *chain2,
+            ]
             try:
                 res = await self.ctx.script(
                     "rename",
@@ -305,13 +325,16 @@ class Namespace:
                     entries=((parent, name), (newparent, newname)),
                 )
             except Stale:
-                self.ctx.forget((src, dst, *chain1, *chain2),
-                                ((parent, name), (newparent, newname)))
+                self.ctx.forget(
+                    (src, dst, *chain1, *chain2), ((parent, name), (newparent, newname))
+                )
                 continue
             return int(res[1])
         raise FSError(errno.EAGAIN, f"{name!r} kept changing; gave up")
 
-    async def readdir(self, ino: int, offset: int = 0, *, with_attrs: bool = True) -> list[DirEntry]:
+    async def readdir(
+        self, ino: int, offset: int = 0, *, with_attrs: bool = True
+    ) -> list[DirEntry]:
         """Entries of directory ``ino`` whose offset is past ``offset``, in offset order.
 
         Offsets are per-entry sequence numbers: an entry keeps its offset while other
@@ -370,9 +393,18 @@ class Namespace:
                 return ""
             return str(now if value == NOW else value)
 
-        args = [now, now // 1_000_000, opt(changes.mode), opt(changes.uid), opt(changes.gid),
-                size, opt(changes.atime_ns), opt(changes.mtime_ns), opt(changes.ctime_ns),
-                self.ctx.settings.block_size]
+        args = [
+            now,
+            now // 1_000_000,
+            opt(changes.mode),
+            opt(changes.uid),
+            opt(changes.gid),
+            size,
+            opt(changes.atime_ns),
+            opt(changes.mtime_ns),
+            opt(changes.ctime_ns),
+            self.ctx.settings.block_size,
+        ]
         keys = [self.keys.inode(ino), self.keys.blockmap(ino), self.keys.usage, self.keys.trash]
         res = await self.ctx.script("setattr", keys, args, changed=(ino,))
         attr = attr_from_pairs(ino, res[1])

@@ -57,16 +57,16 @@ class Volume:
                 attr = stack[-1]
                 continue
             if not attr.is_dir:
-                raise NotADirectory(f"{b'/'.join(parts[:i]).decode(errors='replace')!r} is not a directory")
+                raise NotADirectory(
+                    f"{b'/'.join(parts[:i]).decode(errors='replace')!r} is not a directory"
+                )
             attr = await self.inodes.lookup(attr.ino, part)
             last = i == len(parts) - 1
             if attr.is_symlink and (follow_last or not last):
                 if depth >= MAX_SYMLINKS:
                     raise FSError(errno.ELOOP, "too many levels of symbolic links")
                 target = await self.inodes.readlink(attr.ino)
-                base = [] if target.startswith(b"/") else [
-                    p for p in parts[:i] if p
-                ]
+                base = [] if target.startswith(b"/") else [p for p in parts[:i] if p]
                 rest = [p for p in target.split(b"/") if p and p != b"."]
                 attr = await self._walk(base + rest + parts[i + 1 :], follow_last, depth + 1)
                 return attr
@@ -117,6 +117,7 @@ class Volume:
                     raise
                 if not (await self.stat(sub)).is_dir:
                     raise
+
     async def remove(self, path: str | bytes) -> None:
         """Remove a non-directory (``os.remove``)."""
         parent, name = await self._parent(path)
@@ -173,7 +174,7 @@ class Volume:
             yield held
 
     async def open(self, path: str | bytes, mode: str = "rb") -> AsyncFile:
-        """Open a file like ``open()`` in binary mode: 'rb', 'wb', 'ab', 'xb', 'r+b', 'w+b', 'a+b'."""
+        """Open a file like ``open()`` in binary mode ('rb', 'wb', 'ab', 'xb', 'r+b' ...)."""
         flags = _flags(mode)
         try:
             attr = await self.stat(path)

@@ -23,7 +23,9 @@ START_DEADLINE_S = 10.0
 
 def data_dir() -> Path:
     """``$XDG_DATA_HOME/redisfuse/redis`` (``~/.local/share/...`` by default)."""
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
     return Path(base) / "redisfuse" / "redis"
 
 
@@ -68,10 +70,14 @@ def ensure_private_redis() -> tuple[str, bool]:
     ]  # fmt: skip
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise BackendUnavailable(f"could not start redis-server: {result.stderr.strip() or result.stdout.strip()}")
+        raise BackendUnavailable(
+            f"could not start redis-server: {result.stderr.strip() or result.stdout.strip()}"
+        )
     deadline = time.monotonic() + START_DEADLINE_S
     while not _answers(sock_path):
         if time.monotonic() > deadline:
-            raise BackendUnavailable(f"private redis-server did not answer on {sock_path}; see {directory / 'redis.log'}")
+            raise BackendUnavailable(
+                f"private redis-server did not answer on {sock_path}; see {directory / 'redis.log'}"
+            )
         time.sleep(0.05)
     return f"unix://{sock_path}", True

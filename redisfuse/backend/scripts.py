@@ -45,7 +45,7 @@ STALE = -1
 
 
 def _source(name: str) -> str:
-    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text("utf-8")
+    return resources.files(__package__).joinpath("lua").joinpath(f"{name}.lua").read_text("utf-8")
 
 
 class Stale(Exception):
@@ -74,10 +74,10 @@ class Scripts:
     async def call(self, client: Redis, name: str, keys: list[str], args: list[Any]) -> list[Any]:
         """Run one script and return its result, raising FSError for an errno status."""
         try:
-            result = await client.evalsha(self.shas[name], len(keys), *keys, *args)  # type: ignore[misc]
+            result = await client.evalsha(self.shas[name], len(keys), *keys, *args)
         except NoScriptError:
             await self.load(client)
-            result = await client.evalsha(self.shas[name], len(keys), *keys, *args)  # type: ignore[misc]
+            result = await client.evalsha(self.shas[name], len(keys), *keys, *args)
         return check(name, result)
 
     def queue(self, pipe: Pipeline, name: str, keys: list[str], args: list[Any]) -> None:

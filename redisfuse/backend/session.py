@@ -16,6 +16,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from typing import cast
 
 from .. import __version__
 from .context import Context, now_ns
@@ -66,9 +67,14 @@ class Sessions:
             pipe = client.pipeline(transaction=True)
             pipe.hset(
                 self.keys.session(sid),
-                mapping={"host": socket.gethostname(), "pid": os.getpid(),
-                         "mountpoint": mountpoint, "version": __version__,
-                         "started": now_ns(), "timeout": self.timeout_ms},
+                mapping={
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "mountpoint": mountpoint,
+                    "version": __version__,
+                    "started": now_ns(),
+                    "timeout": self.timeout_ms,
+                },
             )
             pipe.zadd(self.keys.sessions, {str(sid): _now_ms() + self.timeout_ms})
             await pipe.execute()
@@ -80,12 +86,16 @@ class Sessions:
         """Renew our lease (XX: a session already reclaimed by others stays dead)."""
         with self.ctx.guard():
             updated = await self.ctx.client.zadd(
-                self.keys.sessions, {str(self.ctx.session): _now_ms() + self.timeout_ms},
-                xx=True, ch=True,
+                self.keys.sessions,
+                {str(self.ctx.session): _now_ms() + self.timeout_ms},
+                xx=True,
+                ch=True,
             )
         if not updated:
-            log.error("session %d was declared dead by another node; its open files were "
-                      "released there", self.ctx.session)
+            log.error(
+                "session %d was declared dead by another node; its open files were released there",
+                self.ctx.session,
+            )
         self.last_beat = time.monotonic()
 
     async def unregister(self) -> None:
@@ -104,11 +114,18 @@ class Sessions:
         """Sessions whose lease expired, or (``silent_for``) whose last heartbeat is that old."""
         with self.ctx.guard():
             if silent_for is None:
-                sids = await self.ctx.client.zrangebyscore(self.keys.sessions, "-inf", _now_ms())
+                raw = cast(
+                    list[bytes],
+                    await self.ctx.client.zrangebyscore(self.keys.sessions, "-inf", _now_ms()),
+                )
+                sids = [int(s) for s in raw]
             else:
-                sids = [sess.sid for sess in await self.list()
-                        if sess.heartbeat_ms <= _now_ms() - int(silent_for * 1000)]
-        return [int(s) for s in sids if int(s) != self.ctx.session]
+                sids = [
+                    sess.sid
+                    for sess in await self.list()
+                    if sess.heartbeat_ms <= _now_ms() - int(silent_for * 1000)
+                ]
+        return [s for s in sids if s != self.ctx.session]
 
     async def reclaim(self, sid: int) -> list[int]:
         """Release everything dead session ``sid`` held open; return inodes freed with data.
@@ -118,15 +135,23 @@ class Sessions:
         """
         open_key = self.keys.open_files(sid)
         with self.ctx.guard():
-            held = await self.ctx.client.hgetall(open_key)  # type: ignore[misc]
+            held = await self.ctx.client.hgetall(open_key)
         freed: list[int] = []
         for ino_raw, count in held.items():
             ino = int(ino_raw)
             res = await self.ctx.script(
                 "release",
-                [self.keys.inode(ino), open_key, self.keys.dirents(ino), self.keys.xattrs(ino),
-                 self.keys.symlink(ino), self.keys.blockmap(ino), self.keys.usage,
-                 self.keys.reclaim, self.keys.orphans],
+                [
+                    self.keys.inode(ino),
+                    open_key,
+                    self.keys.dirents(ino),
+                    self.keys.xattrs(ino),
+                    self.keys.symlink(ino),
+                    self.keys.blockmap(ino),
+                    self.keys.usage,
+                    self.keys.reclaim,
+                    self.keys.orphans,
+                ],
                 [ino, int(count), _now_ms()],
                 changed=(ino,),
             )
@@ -137,13 +162,20 @@ class Sessions:
             pipe.delete(self.keys.session(sid), open_key)
             pipe.zrem(self.keys.sessions, str(sid))
             await pipe.execute()
-        log.info("reclaimed dead session %d: %d open inodes released, %d freed",
-                 sid, len(held), len(freed))
+        log.info(
+            "reclaimed dead session %d: %d open inodes released, %d freed",
+            sid,
+            len(held),
+            len(freed),
+        )
         return freed
 
     async def list(self) -> list[SessionInfo]:
         with self.ctx.guard():
-            scored = await self.ctx.client.zrange(self.keys.sessions, 0, -1, withscores=True)
+            scored = cast(
+                list[tuple[bytes, float]],
+                await self.ctx.client.zrange(self.keys.sessions, 0, -1, withscores=True),
+            )
             pipe = self.ctx.client.pipeline(transaction=False)
             for sid, _ in scored:
                 pipe.hgetall(self.keys.session(int(sid)))
@@ -153,14 +185,16 @@ class Sessions:
         for i, (sid, score) in enumerate(scored):
             info, nopen = details[2 * i], details[2 * i + 1]
             timeout = int(info.get(b"timeout", 0))
-            out.append(SessionInfo(
-                sid=int(sid),
-                host=info.get(b"host", b"?").decode(errors="replace"),
-                pid=int(info.get(b"pid", 0)),
-                mountpoint=info.get(b"mountpoint", b"").decode(errors="replace"),
-                version=info.get(b"version", b"?").decode(errors="replace"),
-                started_ns=int(info.get(b"started", 0)),
-                heartbeat_ms=int(score) - timeout,
-                open_inodes=int(nopen),
-            ))
+            out.append(
+                SessionInfo(
+                    sid=int(sid),
+                    host=info.get(b"host", b"?").decode(errors="replace"),
+                    pid=int(info.get(b"pid", 0)),
+                    mountpoint=info.get(b"mountpoint", b"").decode(errors="replace"),
+                    version=info.get(b"version", b"?").decode(errors="replace"),
+                    started_ns=int(info.get(b"started", 0)),
+                    heartbeat_ms=int(score) - timeout,
+                    open_inodes=int(nopen),
+                )
+            )
         return out

@@ -17,15 +17,17 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from typing import cast
+
 import anyio
 from redis.asyncio import Redis
 
 from .. import __version__
 from ..errors import FormatError, FSError, ReadOnly
+from . import events
 from .cache import ObjectCache
 from .connect import RedisOptions, connect
 from .context import Context, now_ns
-from . import events
 from .data import BlockStore, DirtyFile
 from .events import Event
 from .keys import ROOT_INO, Keys
@@ -80,20 +82,28 @@ async def _load_settings(client: Redis, keys: Keys, codec: str, read_only: bool)
     """Read the volume's settings, formatting the volume first if it is empty."""
     scripts = Scripts()
     await scripts.load(client)
-    fields = await client.hgetall(keys.setting)  # type: ignore[misc]
+    fields = cast(dict[bytes, bytes], await client.hgetall(keys.setting))
     if not fields and read_only:
         raise FormatError(
             f"volume {keys.volume!r} is not formatted; a read-only open cannot format it"
         )
     if not fields:
         now = now_ns()
-        args = [FORMAT_VERSION, BLOCK_SIZE, codec, now, uuid.uuid4().hex,
-                stat.S_IFDIR | 0o755, os.getuid(), os.getgid()]
+        args = [
+            FORMAT_VERSION,
+            BLOCK_SIZE,
+            codec,
+            now,
+            uuid.uuid4().hex,
+            stat.S_IFDIR | 0o755,
+            os.getuid(),
+            os.getgid(),
+        ]
         keys_ = [keys.setting, keys.inode(ROOT_INO), keys.usage, keys.counter_ino]
         formatted = await scripts.call(client, "format", keys_, args)
         if int(formatted[1]) == 1:
             log.info("formatted new volume %r", keys.volume)
-        fields = await client.hgetall(keys.setting)  # type: ignore[misc]
+        fields = cast(dict[bytes, bytes], await client.hgetall(keys.setting))
     version = int(fields.get(b"format", b"0"))
     if version != FORMAT_VERSION:
         raise FormatError(
@@ -155,8 +165,11 @@ class Inodes:
         if self.read_only:
             raise ReadOnly(f"volume {self.keys.volume!r} is open read-only")
         if self._fenced and not self.sessions.lease_valid:
-            raise FSError(errno.EIO, "this node's session lease expired; refusing to write "
-                          "until its heartbeat reaches Redis again")
+            raise FSError(
+                errno.EIO,
+                "this node's session lease expired; refusing to write "
+                "until its heartbeat reaches Redis again",
+            )
 
     async def maintain(self, interval: float | None = None) -> None:
         """Run the session's housekeeping until cancelled: heartbeat, reclaim, gc.
@@ -200,7 +213,7 @@ class Inodes:
     async def reclaim_pending(self) -> int:
         """Delete the block maps and objects of every freed inode; return how many."""
         with self.ctx.guard():
-            pending = await self.ctx.client.zrange(self.keys.reclaim, 0, -1)
+            pending = cast(list[bytes], await self.ctx.client.zrange(self.keys.reclaim, 0, -1))
         await self.data.reclaim([int(i) for i in pending])
         self._unreclaimed = 0
         return len(pending)
@@ -255,8 +268,9 @@ class Inodes:
         if dirty.end > attr.size:
             attr = replace(attr, size=dirty.end)
         if dirty.written_ns:  # what the commit will stamp
-            attr = replace(attr, mtime_ns=dirty.written_ns,
-                           ctime_ns=max(attr.ctime_ns, dirty.written_ns))
+            attr = replace(
+                attr, mtime_ns=dirty.written_ns, ctime_ns=max(attr.ctime_ns, dirty.written_ns)
+            )
         return attr
 
     async def getattr(self, ino: int) -> Attr:
@@ -265,8 +279,9 @@ class Inodes:
     async def lookup(self, parent: int, name: bytes) -> Attr:
         return self._overlay(await self.namespace.lookup(parent, name))
 
-    async def mknod(self, parent: int, name: bytes, mode: int, uid: int, gid: int,
-                    rdev: int = 0) -> Attr:
+    async def mknod(
+        self, parent: int, name: bytes, mode: int, uid: int, gid: int, rdev: int = 0
+    ) -> Attr:
         self._writable()
         return await self.namespace.create(parent, name, mode, uid, gid, rdev=rdev)
 
@@ -280,8 +295,9 @@ class Inodes:
         mode = stat.S_IFLNK | 0o777
         return await self.namespace.create(parent, name, mode, uid, gid, target=target)
 
-    async def create(self, parent: int, name: bytes, mode: int, flags: int, uid: int,
-                     gid: int) -> tuple[int, Attr]:
+    async def create(
+        self, parent: int, name: bytes, mode: int, flags: int, uid: int, gid: int
+    ) -> tuple[int, Attr]:
         """Create and open a regular file (O_EXCL semantics); returns (handle, attributes)."""
         self._writable()
         mode = stat.S_IFREG | stat.S_IMODE(mode)
@@ -303,8 +319,9 @@ class Inodes:
         self._writable()
         await self.namespace.remove(parent, name, rmdir=True)
 
-    async def rename(self, parent: int, name: bytes, newparent: int, newname: bytes,
-                     flags: int = 0) -> None:
+    async def rename(
+        self, parent: int, name: bytes, newparent: int, newname: bytes, flags: int = 0
+    ) -> None:
         self._writable()
         await self._freed(await self.namespace.rename(parent, name, newparent, newname, flags))
 
@@ -343,7 +360,7 @@ class Inodes:
 
     async def statfs(self) -> StatFs:
         with self.ctx.guard():
-            inodes, used = await self.ctx.client.hmget(self.keys.usage, ["inodes", "bytes"])  # type: ignore[misc]
+            inodes, used = await self.ctx.client.hmget(self.keys.usage, ["inodes", "bytes"])
         return StatFs(
             block_size=self.settings.block_size,
             bytes_used=int(used or 0),
@@ -508,8 +525,13 @@ async def open_volume(
     try:
         settings = await _load_settings(client, keys, codec, read_only)
         ctx = Context(client, keys, Scripts(), settings, opts.address)
-        inodes = Inodes(ctx, read_only=read_only, cache_bytes=cache_bytes,
-                        write_buffer_bytes=write_buffer_bytes, session_timeout=session_timeout)
+        inodes = Inodes(
+            ctx,
+            read_only=read_only,
+            cache_bytes=cache_bytes,
+            write_buffer_bytes=write_buffer_bytes,
+            session_timeout=session_timeout,
+        )
         ctx.cache.ttl = metadata_ttl
         try:
             await inodes.sessions.register(mountpoint)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from typing import cast
 
 from ..errors import FSError, NotFound
 from .context import Context, now_ns
@@ -43,12 +44,12 @@ class Xattrs:
             # from the cached attributes instead of a round trip.
             raise FSError(errno.ENODATA, f"no extended attribute {name!r}")
         with self.ctx.guard():
-            value = await self.ctx.client.hget(self.keys.xattrs(ino), name)  # type: ignore[misc]
+            value = await self.ctx.client.hget(self.keys.xattrs(ino), name)
         if value is None:
             if not await self._exists(ino):
                 raise NotFound(f"inode {ino} does not exist")
             raise FSError(errno.ENODATA, f"no extended attribute {name!r}")
-        return bytes(value)
+        return cast(bytes, value)
 
     async def list(self, ino: int) -> list[bytes]:
         with self.ctx.guard():

@@ -24,8 +24,9 @@ def _when(ms: int) -> str:
 
 async def run(command: str, args: argparse.Namespace, options: RedisOptions) -> int:
     try:
-        async with open_volume(volume=args.volume, options=options,
-                               read_only=command == "status") as vol:
+        async with open_volume(
+            volume=args.volume, options=options, read_only=command == "status"
+        ) as vol:
             fs = vol.inodes
             if command == "status":
                 return await _status(vol.name, fs)
@@ -57,13 +58,17 @@ async def _status(name: str, fs) -> int:  # type: ignore[no-untyped-def]
     usage = await fs.statfs()
     _out(f"volume      {name}")
     _out(f"uuid        {settings.uuid}")
-    _out(f"format      {settings.format_version}, block size {settings.block_size}, "
-         f"codec {settings.codec}")
+    _out(
+        f"format      {settings.format_version}, block size {settings.block_size}, "
+        f"codec {settings.codec}"
+    )
     _out(f"created     {_when(settings.created_ns // 1_000_000)}")
     _out(f"usage       {usage.inodes_used} inodes, {usage.bytes_used} bytes")
     sessions = [s for s in await fs.sessions.list() if s.sid != fs.ctx.session]
     _out(f"sessions    {len(sessions)}")
     for s in sessions:
-        _out(f"  {s.sid:>5}  {s.host}:{s.pid}  {s.mountpoint or '-'}  v{s.version}  "
-             f"heartbeat {_when(s.heartbeat_ms)}  open {s.open_inodes}")
+        _out(
+            f"  {s.sid:>5}  {s.host}:{s.pid}  {s.mountpoint or '-'}  v{s.version}  "
+            f"heartbeat {_when(s.heartbeat_ms)}  open {s.open_inodes}"
+        )
     return 0

@@ -14,8 +14,8 @@ import functools
 import logging
 import time
 from asyncio import CancelledError
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar, cast
 
 import pyfuse3
 import trio
@@ -50,7 +50,7 @@ class Bridge:
         """Await ``fn(*args)`` on the asyncio loop; raise only FUSEError or trio.Cancelled."""
         self.calls += 1
         try:
-            return await trio_asyncio.aio_as_trio(fn)(*args)
+            return cast(T, await trio_asyncio.aio_as_trio(fn)(*args))
         except FSError as exc:
             raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
         except CancelledError:
@@ -61,7 +61,6 @@ class Bridge:
             self.errors += 1
             log.exception("unexpected error in %s%s", getattr(fn, "__name__", fn), _summary(args))
             raise pyfuse3.FUSEError(errno.EIO) from None
-
 
     async def on_inode(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Like :meth:`call` for a request on an inode the kernel named by number.
@@ -83,7 +82,7 @@ class Bridge:
             yield item
 
 
-def handler(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+def handler(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     """Wrap a pyfuse3 handler: trace it at DEBUG and let nothing but FUSEError out."""
     name = fn.__name__
 
@@ -95,9 +94,13 @@ def handler(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
             result = await fn(*args, **kwargs)
         except pyfuse3.FUSEError as exc:
             if debug:
-                log.debug("%s%s -> %s (%.3f ms)", name, _summary(args[1:]),
-                          errno.errorcode.get(exc.errno, exc.errno),
-                          (time.perf_counter() - start) * 1e3)
+                log.debug(
+                    "%s%s -> %s (%.3f ms)",
+                    name,
+                    _summary(args[1:]),
+                    errno.errorcode.get(exc.errno, exc.errno),
+                    (time.perf_counter() - start) * 1e3,
+                )
             raise
         except trio.Cancelled:
             raise
@@ -105,8 +108,13 @@ def handler(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
             log.exception("unexpected error in handler %s%s", name, _summary(args[1:]))
             raise pyfuse3.FUSEError(errno.EIO) from None
         if debug:
-            log.debug("%s%s -> %s (%.3f ms)", name, _summary(args[1:]), _summary(result),
-                      (time.perf_counter() - start) * 1e3)
+            log.debug(
+                "%s%s -> %s (%.3f ms)",
+                name,
+                _summary(args[1:]),
+                _summary(result),
+                (time.perf_counter() - start) * 1e3,
+            )
         return result
 
     return wrapper

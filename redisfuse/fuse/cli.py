@@ -24,7 +24,9 @@ BACKGROUND_READY_S = 30.0
 
 def _add_redis_arguments(parser: argparse.ArgumentParser) -> None:
     redis = parser.add_argument_group("Redis")
-    redis.add_argument("--redis-url", help="redis://, rediss:// or unix:// URL (overrides host/port/db)")
+    redis.add_argument(
+        "--redis-url", help="redis://, rediss:// or unix:// URL (overrides host/port/db)"
+    )
     redis.add_argument("--redis-host", help="Redis host (default localhost)")
     redis.add_argument("--redis-port", type=int, help="Redis port (default 6379)")
     redis.add_argument("--redis-db", type=int, help="Redis database number (default 0)")
@@ -33,12 +35,24 @@ def _add_redis_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("REDIS_PASSWORD"),
         help="Redis password (default: $REDIS_PASSWORD); never logged",
     )
-    redis.add_argument("--volume", default="default", help="volume name inside Redis (default: default)")
-    redis.add_argument("--redis-timeout", type=float, default=10.0, metavar="S",
-                       help="socket timeout for Redis commands (default 10)")
-    redis.add_argument("--redis-retry-deadline", type=float, default=30.0, metavar="S",
-                       help="while Redis is unreachable, operations retry this long, then fail "
-                            "with EIO (default 30)")
+    redis.add_argument(
+        "--volume", default="default", help="volume name inside Redis (default: default)"
+    )
+    redis.add_argument(
+        "--redis-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="socket timeout for Redis commands (default 10)",
+    )
+    redis.add_argument(
+        "--redis-retry-deadline",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="while Redis is unreachable, operations retry this long, then fail "
+        "with EIO (default 30)",
+    )
 
 
 def _add_mount_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,29 +61,71 @@ def _add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     fuse = parser.add_argument_group("mount")
     fuse.add_argument("--read-only", action="store_true", help="mount read-only")
     fuse.add_argument("--allow-other", action="store_true", help="let other users access the mount")
-    fuse.add_argument("-o", dest="fuse_options", action="append", default=[], metavar="OPT[,OPT]",
-                      help="raw FUSE mount options (repeatable)")
-    fuse.add_argument("--background", action="store_true",
-                      help="detach once the mount is ready (default: stay in the foreground)")
+    fuse.add_argument(
+        "-o",
+        dest="fuse_options",
+        action="append",
+        default=[],
+        metavar="OPT[,OPT]",
+        help="raw FUSE mount options (repeatable)",
+    )
+    fuse.add_argument(
+        "--background",
+        action="store_true",
+        help="detach once the mount is ready (default: stay in the foreground)",
+    )
     tuning = parser.add_argument_group("caches and timeouts")
-    tuning.add_argument("--attr-timeout", type=float, default=10.0, metavar="S",
-                        help="seconds attributes may be cached when a change event is lost "
-                             "(events invalidate sooner; default 10)")
-    tuning.add_argument("--entry-timeout", type=float, default=10.0, metavar="S",
-                        help="seconds names may be cached when a change event is lost (default 10)")
-    tuning.add_argument("--negative-timeout", type=float, default=10.0, metavar="S",
-                        help="seconds 'no such name' may be cached when an event is lost "
-                             "(default 10; 0 turns negative caching off)")
-    tuning.add_argument("--session-timeout", type=float, default=60.0, metavar="S",
-                        help="a mount silent this long is declared dead and its open files "
-                             "released by other mounts (default 60)")
-    tuning.add_argument("--cache-size", type=int, default=64, metavar="MIB",
-                        help="size of the block cache in MiB (default 64)")
-    tuning.add_argument("--write-buffer", type=int, default=4, metavar="MIB",
-                        help="buffered writes per file before a commit, in MiB (default 4)")
+    tuning.add_argument(
+        "--attr-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds attributes may be cached when a change event is lost "
+        "(events invalidate sooner; default 10)",
+    )
+    tuning.add_argument(
+        "--entry-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds names may be cached when a change event is lost (default 10)",
+    )
+    tuning.add_argument(
+        "--negative-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds 'no such name' may be cached when an event is lost "
+        "(default 10; 0 turns negative caching off)",
+    )
+    tuning.add_argument(
+        "--session-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="a mount silent this long is declared dead and its open files "
+        "released by other mounts (default 60)",
+    )
+    tuning.add_argument(
+        "--cache-size",
+        type=int,
+        default=64,
+        metavar="MIB",
+        help="size of the block cache in MiB (default 64)",
+    )
+    tuning.add_argument(
+        "--write-buffer",
+        type=int,
+        default=4,
+        metavar="MIB",
+        help="buffered writes per file before a commit, in MiB (default 4)",
+    )
     logs = parser.add_argument_group("logging")
-    logs.add_argument("--debug", action="store_true",
-                      help="log at DEBUG, tracing every FUSE request with its result and latency")
+    logs.add_argument(
+        "--debug",
+        action="store_true",
+        help="log at DEBUG, tracing every FUSE request with its result and latency",
+    )
     logs.add_argument("--log-file", metavar="PATH", help="also write the log to this file")
 
 
@@ -82,9 +138,13 @@ def mount_parser(prog: str) -> argparse.ArgumentParser:
 
 
 def main_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="redisfuse", description="RedisFUSE: a filesystem in Redis.")
+    parser = argparse.ArgumentParser(
+        prog="redisfuse", description="RedisFUSE: a filesystem in Redis."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    mount = sub.add_parser("mount", help="mount a volume", description=mount_parser("x").description)
+    mount = sub.add_parser(
+        "mount", help="mount a volume", description=mount_parser("x").description
+    )
     _add_mount_arguments(mount)
     umount = sub.add_parser("umount", help="unmount a mounted volume (flushes buffered writes)")
     umount.add_argument("mountpoint")
@@ -93,13 +153,19 @@ def main_parser() -> argparse.ArgumentParser:
     _add_redis_arguments(status)
     gc = sub.add_parser("gc", help="reclaim dead sessions, freed inodes and replaced objects")
     _add_redis_arguments(gc)
-    gc.add_argument("--session-timeout", type=float, default=None, metavar="S",
-                    help="also count sessions silent this long as dead (default: only "
-                         "sessions past their own declared timeout)")
+    gc.add_argument(
+        "--session-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="also count sessions silent this long as dead (default: only "
+        "sessions past their own declared timeout)",
+    )
     fsck = sub.add_parser("fsck", help="check the volume's consistency (and repair it)")
     _add_redis_arguments(fsck)
-    fsck.add_argument("--repair", action="store_true",
-                      help="fix what is found (run it while the volume is quiet)")
+    fsck.add_argument(
+        "--repair", action="store_true", help="fix what is found (run it while the volume is quiet)"
+    )
     return parser
 
 
@@ -113,7 +179,9 @@ def setup_logging(debug: bool, log_file: str | None) -> None:
         try:
             handlers.append(logging.FileHandler(log_file))
         except OSError as exc:
-            raise UsageError(f"cannot open log file {log_file}: {exc.strerror}", EXIT_USAGE) from exc
+            raise UsageError(
+                f"cannot open log file {log_file}: {exc.strerror}", EXIT_USAGE
+            ) from exc
     for h in handlers:
         h.setFormatter(fmt)
         root.addHandler(h)
@@ -126,14 +194,21 @@ def _redis_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from ..backend import RedisOptions
     from ..backend.private_server import ensure_private_redis, tcp_answers
 
-    explicit = any(v is not None for v in (args.redis_url, args.redis_host, args.redis_port, args.redis_db))
+    explicit = any(
+        v is not None for v in (args.redis_url, args.redis_host, args.redis_port, args.redis_db)
+    )
     host = args.redis_host or "localhost"
     port = args.redis_port if args.redis_port is not None else 6379
     url = args.redis_url
     if not explicit and not tcp_answers(host, port):
         url, started = ensure_private_redis()
-        log.info("no Redis on %s:%d: %s private redis-server at %s (append-only file kept there)",
-                 host, port, "started a" if started else "using the", url)
+        log.info(
+            "no Redis on %s:%d: %s private redis-server at %s (append-only file kept there)",
+            host,
+            port,
+            "started a" if started else "using the",
+            url,
+        )
     return RedisOptions(
         url=url,
         host=host,
@@ -148,8 +223,13 @@ def _redis_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def _background(argv: Sequence[str], mountpoint: str) -> int:
     """Start the mount as a detached child and return once it is mounted (or failed)."""
     child_argv = [sys.executable, "-m", "redisfuse.fuse", *(a for a in argv if a != "--background")]
-    child = subprocess.Popen(child_argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, start_new_session=True)
+    child = subprocess.Popen(
+        child_argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + BACKGROUND_READY_S
     while time.monotonic() < deadline:
         if os.path.ismount(mountpoint):
@@ -162,7 +242,9 @@ def _background(argv: Sequence[str], mountpoint: str) -> int:
             sys.stderr.write(err)
             return code or EXIT_FAILURE
         time.sleep(0.05)
-    raise UsageError(f"mount at {mountpoint} was not ready after {BACKGROUND_READY_S:.0f} s", EXIT_FAILURE)
+    raise UsageError(
+        f"mount at {mountpoint} was not ready after {BACKGROUND_READY_S:.0f} s", EXIT_FAILURE
+    )
 
 
 def _mount(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -180,7 +262,7 @@ def _mount(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return _background(argv, args.mountpoint)
     setup_logging(args.debug, args.log_file)
     config = mount.MountConfig(
-        mountpoint=args.mountpoint,
+        mountpoint=os.path.abspath(args.mountpoint),
         redis=_redis_options(args),
         volume=args.volume,
         read_only=args.read_only,
@@ -203,8 +285,9 @@ def _umount(args: argparse.Namespace) -> int:
     cmd = ["fusermount3", "-u", *(["-z"] if args.lazy else []), args.mountpoint]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise UsageError(result.stderr.strip() or f"fusermount3 failed ({result.returncode})",
-                         EXIT_MOUNTPOINT)
+        raise UsageError(
+            result.stderr.strip() or f"fusermount3 failed ({result.returncode})", EXIT_MOUNTPOINT
+        )
     return 0
 
 

@@ -7,7 +7,9 @@ import pyfuse3
 from ..backend import Attr, StatFs
 
 
-def entry_attributes(attr: Attr, attr_timeout: float, entry_timeout: float) -> pyfuse3.EntryAttributes:
+def entry_attributes(
+    attr: Attr, attr_timeout: float, entry_timeout: float
+) -> pyfuse3.EntryAttributes:
     """The kernel's view of an inode, with how long it may cache it."""
     entry = pyfuse3.EntryAttributes()
     entry.st_ino = pyfuse3.InodeT(attr.ino)

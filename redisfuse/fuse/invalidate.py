@@ -65,8 +65,9 @@ class KernelInvalidator:
                 elif isinstance(event, Resync):
                     self.resyncs += 1
                     if self.resyncs > 1:
-                        log.info("change events resumed; dropping %d cached inodes",
-                                 len(self.known))
+                        log.info(
+                            "change events resumed; dropping %d cached inodes", len(self.known)
+                        )
                     for ino in list(self.known):
                         send.send_nowait(ino)
 

@@ -83,7 +83,7 @@ async def _serve(config: MountConfig) -> None:
             read_only=config.read_only,
             cache_bytes=config.cache_bytes,
             write_buffer_bytes=config.write_buffer_bytes,
-            mountpoint=os.path.abspath(config.mountpoint),
+            mountpoint=config.mountpoint,
             session_timeout=config.session_timeout,
             metadata_ttl=config.attr_timeout,
         )
@@ -117,8 +117,9 @@ async def _serve(config: MountConfig) -> None:
                     nursery.cancel_scope.cancel()
             finally:
                 pyfuse3.close(unmount=True)
-                log.info("unmounted %s%s", config.mountpoint,
-                         "" if unmounted else " after a signal")
+                log.info(
+                    "unmounted %s%s", config.mountpoint, "" if unmounted else " after a signal"
+                )
         except BaseException as exc:
             exc_info = (type(exc), exc, exc.__traceback__)
             raise

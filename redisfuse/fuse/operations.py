@@ -9,9 +9,9 @@ keeps inodes alive by names and open handles, never by kernel references.
 from __future__ import annotations
 
 import bisect
-from collections import Counter
 import errno
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -58,7 +58,7 @@ class Operations(pyfuse3.Operations):
         self._next_dir = 1
         self._versions: dict[int, int] = {}
         self.known: Counter[int] = Counter()
-        """Lookup count of each inode the kernel holds (lookup, create, readdirplus ... - forget)."""
+        """Lookup count of each inode the kernel holds (lookup, create, readdirplus...)."""
 
     def __repr__(self) -> str:
         return f"<Operations {self.fs!r} dirs={len(self._dirs)} {self.bridge!r}>"
@@ -76,7 +76,7 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def lookup(
-        self, parent_inode: pyfuse3.InodeT, name: bytes, ctx: pyfuse3.RequestContext | None = None
+        self, parent_inode: pyfuse3.InodeT, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         """Resolve a name; with a negative timeout, "absent" is an entry the kernel caches."""
         try:
@@ -99,7 +99,7 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def getattr(
-        self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext | None = None
+        self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         return self._entry(await self.bridge.on_inode(self.fs.getattr, inode))
 
@@ -130,11 +130,16 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def mknod(
-        self, parent_inode: pyfuse3.InodeT, name: bytes, mode: int, rdev: int,
+        self,
+        parent_inode: pyfuse3.InodeT,
+        name: bytes,
+        mode: int,
+        rdev: int,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        attr = await self.bridge.call(self.fs.mknod, parent_inode, name, mode, ctx.uid, ctx.gid,
-                                      rdev)
+        attr = await self.bridge.call(
+            self.fs.mknod, parent_inode, name, mode, ctx.uid, ctx.gid, rdev
+        )
         return self._ref(attr)
 
     @handler
@@ -158,26 +163,36 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def symlink(
-        self, parent_inode: pyfuse3.InodeT, name: bytes, target: bytes,
+        self,
+        parent_inode: pyfuse3.InodeT,
+        name: bytes,
+        target: bytes,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        attr = await self.bridge.call(self.fs.symlink, parent_inode, name, target, ctx.uid,
-                                      ctx.gid)
+        attr = await self.bridge.call(self.fs.symlink, parent_inode, name, target, ctx.uid, ctx.gid)
         return self._ref(attr)
 
     @handler
     async def rename(
-        self, parent_inode_old: pyfuse3.InodeT, name_old: bytes,
-        parent_inode_new: pyfuse3.InodeT, name_new: bytes, flags: int,
+        self,
+        parent_inode_old: pyfuse3.InodeT,
+        name_old: bytes,
+        parent_inode_new: pyfuse3.InodeT,
+        name_new: bytes,
+        flags: int,
         ctx: pyfuse3.RequestContext,
     ) -> None:
         """rename(2) and renameat2 with RENAME_NOREPLACE / RENAME_EXCHANGE."""
-        await self.bridge.call(self.fs.rename, parent_inode_old, name_old, parent_inode_new,
-                               name_new, flags)
+        await self.bridge.call(
+            self.fs.rename, parent_inode_old, name_old, parent_inode_new, name_new, flags
+        )
 
     @handler
     async def link(
-        self, inode: pyfuse3.InodeT, new_parent_inode: pyfuse3.InodeT, new_name: bytes,
+        self,
+        inode: pyfuse3.InodeT,
+        new_parent_inode: pyfuse3.InodeT,
+        new_name: bytes,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
         return self._ref(await self.bridge.call(self.fs.link, inode, new_parent_inode, new_name))
@@ -199,11 +214,16 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def create(
-        self, parent_inode: pyfuse3.InodeT, name: bytes, mode: int, flags: int,
+        self,
+        parent_inode: pyfuse3.InodeT,
+        name: bytes,
+        mode: int,
+        flags: int,
         ctx: pyfuse3.RequestContext,
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        fh, attr = await self.bridge.call(self.fs.create, parent_inode, name, mode, flags,
-                                          ctx.uid, ctx.gid)
+        fh, attr = await self.bridge.call(
+            self.fs.create, parent_inode, name, mode, flags, ctx.uid, ctx.gid
+        )
         return self._file_info(fh, attr.ino, attr.version), self._ref(attr)
 
     @handler
@@ -229,7 +249,9 @@ class Operations(pyfuse3.Operations):
     # -- directories -------------------------------------------------------------
 
     @handler
-    async def opendir(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> pyfuse3.FileHandleT:
+    async def opendir(
+        self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.FileHandleT:
         fh = self._next_dir
         self._next_dir += 1
         self._dirs[fh] = DirHandle(inode)
@@ -239,7 +261,7 @@ class Operations(pyfuse3.Operations):
     async def readdir(
         self, fh: pyfuse3.FileHandleT, start_id: int, token: pyfuse3.ReaddirToken
     ) -> None:
-        """List from a snapshot taken when the listing starts; offsets are entry sequence numbers."""
+        """List from a snapshot taken when the listing starts; offsets are entry sequences."""
         handle = self._dirs.get(fh)
         if handle is None:
             raise pyfuse3.FUSEError(errno.EBADF)
@@ -247,7 +269,7 @@ class Operations(pyfuse3.Operations):
             handle.entries = await self.bridge.call(self.fs.readdir, handle.ino, 0)
             handle.offsets = [e.offset for e in handle.entries]
             handle.loaded = True
-        for entry in handle.entries[bisect.bisect_right(handle.offsets, start_id):]:
+        for entry in handle.entries[bisect.bisect_right(handle.offsets, start_id) :]:
             assert entry.attr is not None
             if not pyfuse3.readdir_reply(token, entry.name, self._entry(entry.attr), entry.offset):
                 break
@@ -274,7 +296,9 @@ class Operations(pyfuse3.Operations):
     # -- extended attributes -----------------------------------------------------
 
     @handler
-    async def getxattr(self, inode: pyfuse3.InodeT, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+    async def getxattr(
+        self, inode: pyfuse3.InodeT, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> bytes:
         return await self.bridge.call(self.fs.getxattr, inode, name)
 
     @handler

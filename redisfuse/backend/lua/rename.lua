@@ -19,13 +19,14 @@ local dst = entry_ino(redis.call('HGET', KEYS[3], ARGV[2])) or '0'
 if dst ~= ARGV[4] then return {STALE} end
 local flags = tonumber(ARGV[5])
 local exchange = bit.band(flags, 2) ~= 0
+-- NOREPLACE refuses any existing target, even another name of the source (Linux).
+if dst ~= '0' and bit.band(flags, 1) ~= 0 then return {EEXIST} end
 if dst == src then return {0, 0} end  -- two names of one inode: POSIX says do nothing
 local smode = redis.call('HGET', KEYS[5], 'mode')
 if not smode then return {EIO} end
 local sdir = is_dir_mode(smode)
 local ddir = false
 if dst ~= '0' then
-  if bit.band(flags, 1) ~= 0 then return {EEXIST} end
   local dmode = redis.call('HGET', KEYS[6], 'mode')
   if not dmode then return {EIO} end
   ddir = is_dir_mode(dmode)
