@@ -105,8 +105,12 @@ async def test_setgid_directory_passes_group_on(vol: Volume) -> None:
 
 @pytest.mark.parametrize(
     ("kind", "rdev"),
-    [(stat.S_IFIFO, 0), (stat.S_IFSOCK, 0), (stat.S_IFCHR, os.makedev(1, 3)),
-     (stat.S_IFBLK, os.makedev(8, 1))],
+    [
+        (stat.S_IFIFO, 0),
+        (stat.S_IFSOCK, 0),
+        (stat.S_IFCHR, os.makedev(1, 3)),
+        (stat.S_IFBLK, os.makedev(8, 1)),
+    ],
 )
 async def test_mknod_kinds(vol: Volume, kind: int, rdev: int) -> None:
     attr = await vol.inodes.mknod(ROOT_INO, b"node", kind | 0o600, UID, GID, rdev)

@@ -59,21 +59,33 @@ def start_mount(
 ) -> Mount:
     """Mount ``volume`` at ``mountpoint`` and wait until the kernel shows the mount."""
     mountpoint.mkdir(parents=True, exist_ok=True)
-    args = [sys.executable, "-m", "redisfuse.fuse", str(mountpoint), "--redis-url", url,
-            "--volume", volume, *(extra_args or [])]
+    args = [
+        sys.executable,
+        "-m",
+        "redisfuse.fuse",
+        str(mountpoint),
+        "--redis-url",
+        url,
+        "--volume",
+        volume,
+        *(extra_args or []),
+    ]
     with log_path.open("ab") as log_file:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log_file,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT
+        )
     mount = Mount(mountpoint, volume, url, log_path, proc, list(extra_args or []))
     deadline = time.monotonic() + READY_DEADLINE_S
     while not os.path.ismount(mountpoint):
         if proc.poll() is not None:
-            pytest.fail(f"mount process exited with {proc.returncode}:\n{mount.log()}",
-                        pytrace=False)
+            pytest.fail(
+                f"mount process exited with {proc.returncode}:\n{mount.log()}", pytrace=False
+            )
         if time.monotonic() > deadline:
             stop_mount(mount)
-            pytest.fail(f"mount not ready after {READY_DEADLINE_S} s:\n{mount.log()}",
-                        pytrace=False)
+            pytest.fail(
+                f"mount not ready after {READY_DEADLINE_S} s:\n{mount.log()}", pytrace=False
+            )
         time.sleep(0.02)
     return mount
 

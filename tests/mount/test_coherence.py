@@ -124,7 +124,8 @@ def test_exclusive_create_has_one_winner(dirs: tuple[Path, Path]) -> None:
     a, b = dirs
     flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY
     for i in range(20):
-        results = _race(lambda: os.open(a / f"x{i}", flags), lambda: os.open(b / f"x{i}", flags))
+        name = f"x{i}"
+        results = _race(lambda n=name: os.open(a / n, flags), lambda n=name: os.open(b / n, flags))
         fds = [r for r in results if isinstance(r, int)]
         errs = [r for r in results if isinstance(r, OSError)]
         assert len(fds) == 1 and len(errs) == 1, results
@@ -136,7 +137,8 @@ def test_exclusive_create_has_one_winner(dirs: tuple[Path, Path]) -> None:
 def test_mkdir_has_one_winner(dirs: tuple[Path, Path]) -> None:
     a, b = dirs
     for i in range(20):
-        results = _race(lambda: os.mkdir(a / f"d{i}"), lambda: os.mkdir(b / f"d{i}"))
+        name = f"d{i}"
+        results = _race(lambda n=name: os.mkdir(a / n), lambda n=name: os.mkdir(b / n))
         errs = [r for r in results if isinstance(r, OSError)]
         assert len(errs) == 1 and errs[0].errno == errno.EEXIST, results
 
@@ -146,10 +148,11 @@ def test_racing_renames_onto_one_name_leave_one_file(dirs: tuple[Path, Path]) ->
     for i in range(10):
         (a / f"s{i}a").write_bytes(b"from a")
         (a / f"s{i}b").write_bytes(b"from b")
-        wait_for(lambda: (b / f"s{i}b").exists(), VISIBLE_WITHIN_S)  # noqa: B023
+        src_b, target = b / f"s{i}b", f"t{i}"
+        wait_for(src_b.exists, VISIBLE_WITHIN_S)
         results = _race(
-            lambda: os.rename(a / f"s{i}a", a / f"t{i}"),
-            lambda: os.rename(b / f"s{i}b", b / f"t{i}"),
+            lambda s=a / f"s{i}a", t=a / target: os.rename(s, t),
+            lambda s=src_b, t=b / target: os.rename(s, t),
         )
         assert results == [None, None]
         assert (a / f"t{i}").read_bytes() in (b"from a", b"from b")
@@ -168,7 +171,7 @@ def test_writes_to_different_blocks_from_two_nodes_both_survive(dirs: tuple[Path
             f.write(fill * 1000)  # partial blocks: 1000 bytes inside a block
 
     for round_ in range(5):
-        _race(lambda: write(a / "f", 10, b"A"), lambda: write(b / "f", block + 10, b"B"))  # noqa: B023
+        _race(lambda: write(a / "f", 10, b"A"), lambda: write(b / "f", block + 10, b"B"))
         data = (a / "f").read_bytes()
         assert data[10:1010] == b"A" * 1000, round_
         assert data[block + 10 : block + 1010] == b"B" * 1000, round_

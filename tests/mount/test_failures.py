@@ -116,7 +116,7 @@ def test_killed_mount_loses_nothing_closed_and_is_reclaimed(aof: AofRedis, tmp_p
             f.write(b"synced data")
             os.fsync(f.fileno())
         (a.path / "held").write_bytes(os.urandom(200_000))
-        held = open(a.path / "held", "rb")  # noqa: SIM115 - held across the kill on purpose
+        held = open(a.path / "held", "rb")
         os.unlink(a.path / "held")
         files_before = os.statvfs(b.path).f_files - os.statvfs(b.path).f_ffree
         a.proc.send_signal(signal.SIGKILL)
@@ -148,7 +148,7 @@ def test_gc_reclaims_a_killed_mounts_session(aof: AofRedis, tmp_path: Path) -> N
     a = start_mount(tmp_path / "a", aof.url, volume, tmp_path / "a.log")
     try:
         (a.path / "held").write_bytes(b"x" * 100_000)
-        held = open(a.path / "held", "rb")  # noqa: SIM115
+        held = open(a.path / "held", "rb")
         os.unlink(a.path / "held")
         a.proc.send_signal(signal.SIGKILL)
         a.proc.wait()
