@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError, RedisError, ResponseError, TimeoutError
 
 from ..errors import BackendUnavailable, FSError, NoSpace
@@ -71,6 +72,8 @@ class Context:
     settings: Settings
     address: str
     session: SessionId = SessionId(0)
+    peers: tuple[int, ...] = ()
+    """The other live sessions of the volume: where change events go."""
     cache: MetaCache = field(default_factory=lambda: MetaCache(ttl=10.0))
     inode_ids: IdAllocator = field(init=False)
     object_ids: IdAllocator = field(init=False)
@@ -97,16 +100,31 @@ class Context:
         changed = tuple(changed)
         entries = tuple(entries)
         with self.guard():
-            if not changed and not entries:
-                return await self.scripts.call(self.client, name, keys, args)
             try:
+                if not self.peers or not (changed or entries):
+                    return await self.scripts.call(self.client, name, keys, args)
                 pipe = self.client.pipeline(transaction=False)
                 self.scripts.queue(pipe, name, keys, args)
-                pipe.publish(self.keys.events, events.encode(self.session, changed, entries))
+                self.publish(pipe, changed, entries)
                 results = await self.scripts.execute(self.client, pipe)
+                return check(name, results[0])
+            except BaseException:
+                # A refusal (EEXIST, ENOENT, stale) means this node's view was wrong.
+                for parent, _ in entries:
+                    self.cache.drop_listing(parent)
+                raise
             finally:
                 self.forget(changed, entries)
-        return check(name, results[0])
+
+    def publish(
+        self, pipe: Pipeline, changed: Iterable[int], entries: Iterable[tuple[int, bytes]] = ()
+    ) -> None:
+        """Queue the change event for every other live session on ``pipe``."""
+        if not self.peers:
+            return
+        message = events.encode(self.session, changed, entries)
+        for peer in self.peers:
+            pipe.publish(self.keys.events_for(peer), message)
 
     def forget(self, changed: Iterable[int], entries: Iterable[tuple[int, bytes]]) -> None:
         """Drop what a change made stale from this node's caches."""

@@ -292,14 +292,15 @@ class BlockStore:
                 await self.ctx.scripts.execute(self.ctx.client, pipe)
                 await self.before_commit()
                 pipe = self.ctx.client.pipeline(transaction=False)
+            commit_at = len(pipe.command_stack)
             self.ctx.scripts.queue(pipe, "commit", commit_keys, args)
-            pipe.publish(self.keys.events, events.encode(self.ctx.session, (dirty.ino,)))
+            self.ctx.publish(pipe, (dirty.ino,))
             try:
                 results = await self.ctx.scripts.execute(self.ctx.client, pipe)
             finally:
                 self.ctx.forget((dirty.ino,), ())
         try:
-            res = check("commit", results[-2])
+            res = check("commit", results[commit_at])
         except FSError:
             # The inode is gone: the stored objects are garbage now.
             with self.ctx.guard():

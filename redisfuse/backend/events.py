@@ -1,9 +1,12 @@
 """Change events: what a committed change tells other nodes, and the stream that hears them.
 
-Every mutating operation publishes one message on the volume's channel, in the
-same pipeline as the script that commits the change (so right after it, on the
-same connection). A message is the publishing session id followed by records,
-separated by NUL bytes (names can hold neither NUL nor '/'):
+Every mutating operation publishes one message to each other live session's
+own channel (``events:SID``), in the same pipeline as the script that commits
+the change (so right after it, on the same connection). A node therefore never
+wakes up for its own changes, and a lone mount publishes nothing at all. A new
+session announces itself on the volume-wide channel ``events`` so that the
+others add it to their peers at once. A message is the publishing session id
+followed by records, separated by NUL bytes (names can hold neither NUL nor '/'):
 
     b"SID\\0i123\\0e45/name"     inode 123 changed; entry "name" of directory 45 changed
 
@@ -42,11 +45,20 @@ class EntryChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerJoined:
+    """Session ``sid`` started: changes must be sent to it from now on."""
+
+    sid: int
+
+
+@dataclass(frozen=True, slots=True)
 class Resync:
     """Events may have been lost: drop every cached attribute, entry and map."""
 
 
-Event = InodeChanged | EntryChanged | Resync
+Event = InodeChanged | EntryChanged | PeerJoined | Resync
+
+HELLO = b"hello"
 
 
 def encode(
@@ -89,15 +101,19 @@ class _CountingPubSub(PubSub):
         await super().on_connect(connection)
 
 
-async def listen(client: Redis, channel: str, own_session: int) -> AsyncIterator[Event]:
-    """Yield other sessions' events on ``channel``, and ``Resync`` after every reconnect.
+async def listen(
+    client: Redis, channel: str, hello_channel: str, own_session: int
+) -> AsyncIterator[Event]:
+    """Yield the events sent to this session, and ``Resync`` after every reconnect.
 
     The first item is always ``Resync`` (nothing before the subscription is known).
+    Announcements of new sessions on ``hello_channel`` come as ``PeerJoined``.
     Runs until cancelled.
     """
     pubsub = _CountingPubSub(client.connection_pool, ignore_subscribe_messages=True)
+    channels = (channel, hello_channel)
     try:
-        await pubsub.subscribe(channel)
+        await pubsub.subscribe(*channels)
         seen_connects = pubsub.connects
         yield Resync()
         while True:
@@ -105,12 +121,17 @@ async def listen(client: Redis, channel: str, own_session: int) -> AsyncIterator
                 message = await pubsub.get_message(timeout=1.0)
             except (ConnectionError, TimeoutError, OSError) as exc:
                 log.warning("change events interrupted (%s); reconnecting", exc)
-                await _resubscribe(pubsub, channel)
+                await _resubscribe(pubsub, channels)
                 message = None
             if pubsub.connects != seen_connects:
                 seen_connects = pubsub.connects
                 yield Resync()
             if message is None or message.get("type") != "message":
+                continue
+            if message["data"].startswith(HELLO):
+                sid = int(message["data"][len(HELLO) :] or 0)
+                if sid != own_session:
+                    yield PeerJoined(sid)
                 continue
             sid, events = decode(message["data"])
             if sid == own_session:
@@ -121,14 +142,14 @@ async def listen(client: Redis, channel: str, own_session: int) -> AsyncIterator
         await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
-async def _resubscribe(pubsub: PubSub, channel: str) -> None:
+async def _resubscribe(pubsub: PubSub, channels: tuple[str, ...]) -> None:
     """Reconnect with capped backoff until the subscription is back."""
     import anyio
 
     delay = 0.05
     while True:
         try:
-            await pubsub.subscribe(channel)
+            await pubsub.subscribe(*channels)
             return
         except (ConnectionError, TimeoutError, OSError):
             await anyio.sleep(delay)

@@ -57,8 +57,10 @@ Keys (type: what it holds, and its invariants):
     A distributed lock: owner token with a TTL (see lock.py). ``NAME`` is
     ``i:INO`` for the inode locks the data path takes, ``user:INO`` for locks
     library users take on a path.
+channel ``events:SID`` (pub/sub)
+    Change notifications for session SID (see events.py).
 channel ``events`` (pub/sub)
-    Change notifications (see events.py).
+    Announcements of new sessions.
 """
 
 from __future__ import annotations
@@ -153,6 +155,10 @@ class Keys:
 
     def inode_lock(self, ino: int) -> str:
         return self.lock(f"i:{ino}")
+
+    def events_for(self, sid: int) -> str:
+        """The channel session ``sid`` hears other sessions' changes on."""
+        return f"{self.prefix}events:{sid}"
 
     def session(self, sid: int) -> str:
         return f"{self.prefix}sess:{sid}"

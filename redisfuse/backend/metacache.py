@@ -3,6 +3,12 @@
 Caching is on only while an event stream is running for the volume (see
 Inodes.events); otherwise every lookup goes to Redis. Entries also expire after
 ``ttl`` seconds, the bound on staleness when an event is lost.
+
+Besides single entries it keeps complete listings of directories whose every
+name it knows (read in full, or created empty here and changed only here
+since): a lookup of a name missing from such a listing is answered "no such
+name" without a round trip, which is what creating many files costs most.
+Any change event about a directory drops its listing.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ class MetaCache:
         self.misses = 0
         self._attrs: dict[int, tuple[Attr, float]] = {}
         self._entries: dict[tuple[int, bytes], tuple[int, float]] = {}
+        self._listings: dict[int, tuple[set[bytes], float]] = {}
 
     def __repr__(self) -> str:
         state = "on" if self.enabled else "off"
@@ -69,6 +76,33 @@ class MetaCache:
             self._entries[(parent, name)] = (attr.ino, time.monotonic())
             self.put_attr(attr)
 
+    def absent(self, parent: int, name: bytes) -> bool:
+        """Whether ``name`` is known not to exist in ``parent`` (complete listing, fresh)."""
+        item = self._listings.get(parent) if self.enabled else None
+        if item is None or not self._fresh(item[1]):
+            return False
+        return name not in item[0]
+
+    def put_listing(self, parent: int, names: set[bytes]) -> None:
+        """Record every name of ``parent``, as a full readdir (or an mkdir) showed it."""
+        if self.enabled:
+            if len(self._listings) >= self.max_items // 10:
+                self._listings.clear()
+            self._listings[parent] = (names, time.monotonic())
+
+    def add_name(self, parent: int, name: bytes) -> None:
+        item = self._listings.get(parent)
+        if item is not None:
+            item[0].add(name)
+
+    def remove_name(self, parent: int, name: bytes) -> None:
+        item = self._listings.get(parent)
+        if item is not None:
+            item[0].discard(name)
+
+    def drop_listing(self, parent: int) -> None:
+        self._listings.pop(parent, None)
+
     def drop_attr(self, ino: int) -> None:
         self._attrs.pop(ino, None)
 
@@ -78,3 +112,4 @@ class MetaCache:
     def clear(self) -> None:
         self._attrs.clear()
         self._entries.clear()
+        self._listings.clear()

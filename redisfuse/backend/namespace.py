@@ -85,6 +85,8 @@ class Namespace:
         cached = self.ctx.cache.entry(parent, name)
         if cached is not None:
             return cached
+        if self.ctx.cache.absent(parent, name):
+            raise NotFound(f"no entry {name!r} in directory {parent}")
         res = await self.ctx.script(
             "lookup", [self.keys.dirents(parent), self.keys.inode(parent)], [name, self.keys.prefix]
         )
@@ -155,6 +157,7 @@ class Namespace:
             except Stale:
                 continue
             final_mode, final_gid = int(res[2]), int(res[3])
+            self.ctx.cache.put_attr(attr_from_pairs(parent, res[4]))
             is_dir = stat.S_ISDIR(final_mode)
             attr = Attr(
                 ino=Ino(ino),
@@ -172,6 +175,9 @@ class Namespace:
                 xattr_count=0,
             )
             self.ctx.cache.put_entry(parent, name, attr)
+            self.ctx.cache.add_name(parent, name)
+            if is_dir:
+                self.ctx.cache.put_listing(ino, set())
             return attr
         raise FSError(errno.EIO, "could not allocate an inode number")
 
@@ -193,6 +199,7 @@ class Namespace:
         res = await self.ctx.script(
             "link", keys, [name, ino, now_ns()], changed=(parent, ino), entries=((parent, name),)
         )
+        self.ctx.cache.add_name(parent, name)
         return attr_from_pairs(ino, res[2])
 
     async def _resolve(self, parent: int, name: bytes) -> int:
@@ -243,6 +250,10 @@ class Namespace:
             except Stale:
                 self.ctx.forget((ino,), ((parent, name),))
                 continue
+            self.ctx.cache.put_attr(attr_from_pairs(parent, res[2]))
+            self.ctx.cache.remove_name(parent, name)
+            if rmdir:
+                self.ctx.cache.drop_listing(ino)
             return int(res[1])
         raise FSError(errno.EAGAIN, f"{name!r} kept changing; gave up")
 
@@ -329,6 +340,9 @@ class Namespace:
                     (src, dst, *chain1, *chain2), ((parent, name), (newparent, newname))
                 )
                 continue
+            if not flags & RENAME_EXCHANGE:
+                self.ctx.cache.remove_name(parent, name)
+                self.ctx.cache.add_name(newparent, newname)
             return int(res[1])
         raise FSError(errno.EAGAIN, f"{name!r} kept changing; gave up")
 
@@ -350,6 +364,8 @@ class Namespace:
             raise NotFound(f"inode {ino} does not exist")
         if not stat.S_ISDIR(int(mode)):
             raise FSError(errno.ENOTDIR, f"inode {ino} is not a directory")
+        if offset == 0:
+            self.ctx.cache.put_listing(ino, {bytes(n) for n in raw})
         entries: list[tuple[int, bytes, int]] = []
         for name, value in raw.items():
             child, _, seq = value.partition(b":")

@@ -20,6 +20,7 @@ from typing import cast
 
 from .. import __version__
 from .context import Context, now_ns
+from .events import HELLO
 from .keys import SessionId
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,26 @@ class Sessions:
             await pipe.execute()
         self.ctx.session = sid
         self.last_beat = time.monotonic()
+        await self.refresh_peers()
         return sid
+
+    async def announce(self) -> None:
+        """Tell the live sessions that this one exists (they send it their changes)."""
+        with self.ctx.guard():
+            await self.ctx.client.publish(self.keys.events, HELLO + str(self.ctx.session).encode())
+
+    async def refresh_peers(self) -> None:
+        """Re-read which other sessions are alive: they are sent this node's change events."""
+        with self.ctx.guard():
+            live = cast(
+                list[bytes],
+                await self.ctx.client.zrangebyscore(self.keys.sessions, _now_ms(), "+inf"),
+            )
+        self.ctx.peers = tuple(int(s) for s in live if int(s) != self.ctx.session)
+
+    def add_peer(self, sid: int) -> None:
+        if sid != self.ctx.session and sid not in self.ctx.peers:
+            self.ctx.peers = (*self.ctx.peers, sid)
 
     async def heartbeat(self) -> None:
         """Renew our lease (XX: a session already reclaimed by others stays dead)."""

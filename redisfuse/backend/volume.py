@@ -186,6 +186,7 @@ class Inodes:
             while True:
                 try:
                     await self.sessions.heartbeat()
+                    await self.sessions.refresh_peers()
                     for sid in await self.sessions.dead():
                         await self.sessions.reclaim(sid)
                     if rounds % 10 == 0:
@@ -243,15 +244,28 @@ class Inodes:
         invalidate their own caches too.
         """
         cache = self.ctx.cache
+        stream = events.listen(
+            self.ctx.client,
+            self.keys.events_for(self.ctx.session),
+            self.keys.events,
+            self.ctx.session,
+        )
         try:
-            async for event in events.listen(self.ctx.client, self.keys.events, self.ctx.session):
+            async for event in stream:
                 if isinstance(event, events.InodeChanged):
                     cache.drop_attr(event.ino)
                 elif isinstance(event, events.EntryChanged):
                     cache.drop_entry(event.parent, event.name)
+                    cache.drop_listing(event.parent)
+                elif isinstance(event, events.PeerJoined):
+                    self.sessions.add_peer(event.sid)
                 else:
                     cache.clear()
                     cache.enabled = True
+                    # Subscribed (again): make sure every live session knows to
+                    # send us its changes, and that we know whom to send ours.
+                    await self.sessions.announce()
+                    await self.sessions.refresh_peers()
                 yield event
         finally:
             cache.enabled = False

@@ -226,3 +226,23 @@ def test_unlinked_while_open_on_other_node_stays_readable(dirs: tuple[Path, Path
         assert held.read() == payload
         assert os.statvfs(a).f_ffree == before.f_ffree  # still allocated
     wait_for(lambda: os.statvfs(a).f_ffree == before.f_ffree + 1, VISIBLE_WITHIN_S)
+
+
+def test_new_name_is_seen_in_a_directory_the_other_node_listed(dirs: tuple[Path, Path]) -> None:
+    a, b = dirs
+    (a / "old").write_bytes(b"")
+    wait_for(lambda: os.listdir(b) == ["old"], VISIBLE_WITHIN_S)  # B now knows the whole listing
+    assert not (b / "new").exists()
+    (a / "new").write_bytes(b"n")
+    wait_for(lambda: (b / "new").exists(), VISIBLE_WITHIN_S)
+    assert sorted(os.listdir(b)) == ["new", "old"]
+
+
+def test_names_created_here_in_a_new_directory_are_found_here(dirs: tuple[Path, Path]) -> None:
+    a, _ = dirs
+    (a / "d").mkdir()  # A knows "d" is empty: lookups of new names cost no round trip
+    for i in range(20):
+        (a / "d" / f"f{i}").write_bytes(b"x")
+    assert sorted(os.listdir(a / "d")) == sorted(f"f{i}" for i in range(20))
+    os.rename(a / "d" / "f0", a / "d" / "g0")
+    assert (a / "d" / "g0").exists() and not (a / "d" / "f0").exists()

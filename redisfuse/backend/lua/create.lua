@@ -5,7 +5,8 @@
 -- ARGV[1] name  ARGV[2] new ino  ARGV[3] mode  ARGV[4] uid  ARGV[5] gid
 -- ARGV[6] rdev  ARGV[7] now (ns)  ARGV[8] symlink target ('' for none)
 -- ARGV[9] 1 to open it  ARGV[10] parent ino
--- Returns {0, seq, mode, gid} or {errno}; {-1} if the new ino is taken.
+-- Returns {0, seq, mode, gid, {parent attribute field, value, ...}} or {errno}; {-1}
+-- if the new ino is taken.
 local err = check_dir(KEYS[2])
 if err then return {err} end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {EEXIST} end
@@ -41,4 +42,4 @@ redis.call('HSET', KEYS[3], 'mode', mode, 'uid', ARGV[4], 'gid', gid, 'nlink', n
            'ctime', ARGV[7], 'version', 1, 'bytes', 0, 'opens', opens, 'xattrs', 0)
 if isdir then redis.call('HSET', KEYS[3], 'parent', ARGV[10], 'dseq', 0) end
 redis.call('HINCRBY', KEYS[5], 'inodes', 1)
-return {0, seq, mode, gid}
+return {0, seq, mode, gid, redis.call('HGETALL', KEYS[2])}

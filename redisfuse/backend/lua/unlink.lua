@@ -4,9 +4,9 @@
 -- KEYS[9] reclaim  KEYS[10] orphans
 -- ARGV[1] name  ARGV[2] expected child ino  ARGV[3] 1 for rmdir  ARGV[4] now (ns)
 -- ARGV[5] now (ms)
--- Returns {0, fate} (fate 0: other links remain, 1: orphaned while open,
--- 2: freed), {errno}, or {-1, actual child ino} when the name now names
--- another inode.
+-- Returns {0, fate, {parent attribute field, value, ...}} (fate 0: other links
+-- remain, 1: orphaned while open, 2: freed), {errno}, or {-1, actual child ino}
+-- when the name now names another inode.
 local err = check_dir(KEYS[2])
 if err then return {err} end
 local child = entry_ino(redis.call('HGET', KEYS[1], ARGV[1]))
@@ -22,7 +22,9 @@ elseif isdir then
 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 touch(KEYS[2], ARGV[4], true)
-if not cmode then return {0, 0} end  -- dangling entry: the name is gone, nothing else
+if not cmode then  -- dangling entry: the name is gone, nothing else
+  return {0, 0, redis.call('HGETALL', KEYS[2])}
+end
 local nlink = 0
 if isdir then
   redis.call('HINCRBY', KEYS[2], 'nlink', -1)
@@ -31,8 +33,9 @@ else
 end
 if nlink > 0 then
   touch(KEYS[3], ARGV[4], false)
-  return {0, 0}
+  return {0, 0, redis.call('HGETALL', KEYS[2])}
 end
 redis.call('HSET', KEYS[3], 'ctime', ARGV[4])
-return {0, drop_inode(child, KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9],
-                      KEYS[10], ARGV[5])}
+local fate = drop_inode(child, KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9],
+                      KEYS[10], ARGV[5])
+return {0, fate, redis.call('HGETALL', KEYS[2])}
