@@ -106,8 +106,8 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload("text_write", "sequential write, compressible text", "MiB/s"),
     Workload("text_read_cold", "sequential read of text, cold", "MiB/s"),
     Workload("create_4k", "small files: create+write 4 KiB", "ops/s"),
-    Workload("stat", "small files: stat, cached", "ops/s"),
-    Workload("stat_cold", "small files: stat, cold", "ops/s"),
+    Workload("stat", "small files: stat, names cached", "ops/s"),
+    Workload("stat_cold", "small files: stat, cold (names dropped)", "ops/s"),
     Workload("ls_l", "ls -l of the small-file directory, cold", "s", higher_is_better=False),
     Workload("read_4k_cold", "small files: open+read+close, cold", "ops/s"),
     Workload("rename", "small files: rename", "ops/s"),
@@ -451,7 +451,10 @@ def tar_extract(
     if shutil.which("tar") is None:
         start = time.perf_counter()
         with tarfile.open(archive) as tar:
-            tar.extractall(dest)
+            if hasattr(tarfile, "data_filter"):  # 3.12, and backported to 3.10.12/3.11.4
+                tar.extractall(dest, filter="data")
+            else:
+                tar.extractall(dest)
         elapsed = time.perf_counter() - start
         return Figure(elapsed, "s", elapsed, 1, detail=dict(detail, program="tarfile"))
     return _run_timed(["tar", "-xf", str(archive), "-C", str(dest)], limit, program="tar", **detail)
@@ -666,11 +669,20 @@ def _with_detail(figure: Figure, **detail: Any) -> Figure:
     return figure
 
 
+def format_value(value: float | None, unit: str) -> str:
+    """A figure as printed in tables: seconds to the millisecond, rates to 3-4 digits."""
+    if value is None:
+        return "-"
+    if unit == "s":
+        return f"{value:.3f}"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}"
+
+
 def _progress_line(key: str, figure: Figure) -> str:
     if figure.error is not None:
         return f"  {key:<16} ERROR {figure.error}"
     mark = "" if figure.complete else f"  STOPPED at the {figure.seconds:.0f} s limit"
-    value = "-" if figure.value is None else f"{figure.value:,.1f}"
+    value = format_value(figure.value, figure.unit)
     return f"  {key:<16} {value:>12} {figure.unit:<6} ({figure.seconds:.2f} s){mark}"
 
 
@@ -732,7 +744,7 @@ def format_table(report: dict[str, Any]) -> str:
     """The report as a plain-text table: median, unit and noise per workload."""
     lines = [f"{'workload':<40} {'median':>12} {'unit':<6} {'noise':>7}"]
     for row in report["workloads"].values():
-        median = "error" if row["median"] is None else f"{row['median']:,.1f}"
+        median = "error" if row["median"] is None else format_value(row["median"], row["unit"])
         noise = "-" if row["spread_pct"] is None else f"{row['spread_pct']:.0f}%"
         flag = "" if row["complete"] else "  (stopped at the time limit or failed)"
         lines.append(f"{row['label'][:40]:<40} {median:>12} {row['unit']:<6} {noise:>7}{flag}")
@@ -813,8 +825,13 @@ def options_from_args(args: argparse.Namespace) -> Options:
         drop=not args.no_drop_caches,
         only=only,
         tree=args.tree,
-        progress=lambda line: print(line, file=sys.stderr, flush=True),
-    )  # noqa: T201
+        progress=_to_stderr,
+    )
+
+
+def _to_stderr(line: str) -> None:
+    """Progress goes to stderr so that stdout carries only the table."""
+    print(line, file=sys.stderr, flush=True)  # noqa: T201
 
 
 def run_from_args(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from typing import Any, cast
 import anyio
 
 from ..errors import FSError
-from . import codec, events
+from . import codec
 from .cache import ObjectCache
 from .context import Context, now_ns
 from .lock import Lock

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from .. import bench
 from .errors import EXIT_FAILURE, EXIT_FUSE, EXIT_MOUNTPOINT, EXIT_USAGE, UsageError
 
 log = logging.getLogger("redisfuse")
@@ -161,6 +162,7 @@ def main_parser() -> argparse.ArgumentParser:
         help="also count sessions silent this long as dead (default: only "
         "sessions past their own declared timeout)",
     )
+    bench.add_arguments(sub.add_parser("bench", help="run the benchmark workloads in a directory"))
     fsck = sub.add_parser("fsck", help="check the volume's consistency (and repair it)")
     _add_redis_arguments(fsck)
     fsck.add_argument(
@@ -327,4 +329,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(_mount, args, argv[1:])
     if args.command == "umount":
         return _run(_umount, args)
+    if args.command == "bench":
+        return bench.run_from_args(args)
     return _run(_volume_command, args)
