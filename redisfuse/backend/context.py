@@ -74,6 +74,11 @@ class Context:
     session: SessionId = SessionId(0)
     peers: tuple[int, ...] = ()
     """The other live sessions of the volume: where change events go."""
+    pending_releases: dict[int, int] = field(default_factory=dict)
+    """Closed handles (inode -> count) not yet released in Redis: they ride along
+    with the next script this node sends, so a close costs no round trip of its own."""
+    freed: int = 0
+    """Inodes freed with data by piggybacked releases, not yet reclaimed."""
     cache: MetaCache = field(default_factory=lambda: MetaCache(ttl=10.0))
     inode_ids: IdAllocator = field(init=False)
     object_ids: IdAllocator = field(init=False)
@@ -101,13 +106,15 @@ class Context:
         entries = tuple(entries)
         with self.guard():
             try:
-                if not self.peers or not (changed or entries):
+                if not self.pending_releases and not (self.peers and (changed or entries)):
                     return await self.scripts.call(self.client, name, keys, args)
                 pipe = self.client.pipeline(transaction=False)
+                released = self.queue_releases(pipe)
                 self.scripts.queue(pipe, name, keys, args)
                 self.publish(pipe, changed, entries)
                 results = await self.scripts.execute(self.client, pipe)
-                return check(name, results[0])
+                self.settle_releases(results[:released])
+                return check(name, results[released])
             except BaseException:
                 # A refusal (EEXIST, ENOENT, stale) means this node's view was wrong.
                 for parent, _ in entries:
@@ -125,6 +132,52 @@ class Context:
         message = events.encode(self.session, changed, entries)
         for peer in self.peers:
             pipe.publish(self.keys.events_for(peer), message)
+
+    def release_keys(self, ino: int, session: int | None = None) -> list[str]:
+        """KEYS of release.lua for ``ino`` held by ``session`` (default: this one)."""
+        k = self.keys
+        sid = self.session if session is None else session
+        return [
+            k.inode(ino),
+            k.open_files(sid),
+            k.dirents(ino),
+            k.xattrs(ino),
+            k.symlink(ino),
+            k.blockmap(ino),
+            k.usage,
+            k.reclaim,
+            k.orphans,
+        ]
+
+    def queue_releases(self, pipe: Pipeline) -> int:
+        """Put the pending releases at the head of ``pipe``; return how many were queued.
+
+        They are taken off the pending list at once: if the pipeline fails they
+        are not repeated (a release is not idempotent); the session's leftover
+        holds are released when it closes or is reclaimed.
+        """
+        if not self.pending_releases:
+            return 0
+        now_ms = now_ns() // 1_000_000
+        pending, self.pending_releases = self.pending_releases, {}
+        for ino, count in pending.items():
+            self.scripts.queue(pipe, "release", self.release_keys(ino), [ino, count, now_ms])
+        return len(pending)
+
+    def settle_releases(self, results: list[Any]) -> None:
+        for result in results:
+            if int(check("release", result)[1]) == 2:
+                self.freed += 1
+
+    async def flush_releases(self) -> None:
+        """Send the pending releases now (housekeeping tick, close, or a long backlog)."""
+        if not self.pending_releases:
+            return
+        with self.guard():
+            pipe = self.client.pipeline(transaction=False)
+            queued = self.queue_releases(pipe)
+            results = await self.scripts.execute(self.client, pipe)
+        self.settle_releases(results[:queued])
 
     def forget(self, changed: Iterable[int], entries: Iterable[tuple[int, bytes]]) -> None:
         """Drop what a change made stale from this node's caches."""

@@ -292,6 +292,7 @@ class BlockStore:
                 await self.ctx.scripts.execute(self.ctx.client, pipe)
                 await self.before_commit()
                 pipe = self.ctx.client.pipeline(transaction=False)
+            released = self.ctx.queue_releases(pipe)
             commit_at = len(pipe.command_stack)
             self.ctx.scripts.queue(pipe, "commit", commit_keys, args)
             self.ctx.publish(pipe, (dirty.ino,))
@@ -300,6 +301,7 @@ class BlockStore:
             finally:
                 self.ctx.forget((dirty.ino,), ())
         try:
+            self.ctx.settle_releases(results[commit_at - released : commit_at])
             res = check("commit", results[commit_at])
         except FSError:
             # The inode is gone: the stored objects are garbage now.

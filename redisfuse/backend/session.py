@@ -118,14 +118,6 @@ class Sessions:
             )
         self.last_beat = time.monotonic()
 
-    async def unregister(self) -> None:
-        sid = self.ctx.session
-        with self.ctx.guard():
-            pipe = self.ctx.client.pipeline(transaction=True)
-            pipe.delete(self.keys.session(sid))
-            pipe.zrem(self.keys.sessions, str(sid))
-            await pipe.execute()
-
     @property
     def timeout_ms(self) -> int:
         return int(self.timeout * 1000)
@@ -161,17 +153,7 @@ class Sessions:
             ino = int(ino_raw)
             res = await self.ctx.script(
                 "release",
-                [
-                    self.keys.inode(ino),
-                    open_key,
-                    self.keys.dirents(ino),
-                    self.keys.xattrs(ino),
-                    self.keys.symlink(ino),
-                    self.keys.blockmap(ino),
-                    self.keys.usage,
-                    self.keys.reclaim,
-                    self.keys.orphans,
-                ],
+                self.ctx.release_keys(ino, sid),
                 [ino, int(count), _now_ms()],
                 changed=(ino,),
             )
@@ -182,8 +164,9 @@ class Sessions:
             pipe.delete(self.keys.session(sid), open_key)
             pipe.zrem(self.keys.sessions, str(sid))
             await pipe.execute()
-        log.info(
-            "reclaimed dead session %d: %d open inodes released, %d freed",
+        log.log(
+            logging.DEBUG if sid == self.ctx.session else logging.INFO,
+            "reclaimed session %d: %d open inodes released, %d freed",
             sid,
             len(held),
             len(freed),

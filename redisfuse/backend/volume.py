@@ -51,6 +51,9 @@ from .xattrs import Xattrs
 
 log = logging.getLogger(__name__)
 
+RELEASE_BACKLOG = 256
+"""Closed handles waiting to ride along with other requests before they are sent alone."""
+
 RECLAIM_BATCH = 64
 """Freed inodes whose objects are deleted together, in two round trips."""
 
@@ -142,7 +145,6 @@ class Inodes:
         self._next_fh = 1
         self._dirty: dict[int, DirtyFile] = {}
         self._local_opens: dict[int, int] = {}
-        self._unreclaimed = 0
         self._closed = False
         self.sessions = Sessions(ctx, session_timeout)
         self._fenced = False
@@ -187,6 +189,7 @@ class Inodes:
                 try:
                     await self.sessions.heartbeat()
                     await self.sessions.refresh_peers()
+                    await self.ctx.flush_releases()
                     for sid in await self.sessions.dead():
                         await self.sessions.reclaim(sid)
                     if rounds % 10 == 0:
@@ -207,16 +210,17 @@ class Inodes:
         background task (it may be opened in one task and closed in another).
         """
         if fate == 2:
-            self._unreclaimed += 1
-            if self._unreclaimed >= RECLAIM_BATCH:
-                await self.reclaim_pending()
+            self.ctx.freed += 1
+        if self.ctx.freed >= RECLAIM_BATCH:
+            await self.reclaim_pending()
 
     async def reclaim_pending(self) -> int:
         """Delete the block maps and objects of every freed inode; return how many."""
+        await self.ctx.flush_releases()
         with self.ctx.guard():
             pending = cast(list[bytes], await self.ctx.client.zrange(self.keys.reclaim, 0, -1))
         await self.data.reclaim([int(i) for i in pending])
-        self._unreclaimed = 0
+        self.ctx.freed = 0
         return len(pending)
 
     async def aclose(self) -> None:
@@ -230,7 +234,11 @@ class Inodes:
                     await self.release(fh)
                 except FSError as exc:
                     log.error("could not release handle %d at close: %s", fh, exc)
-            await self.sessions.unregister()
+            try:
+                await self.ctx.flush_releases()
+            finally:
+                # Also drops holds whose release was lost in a failed request.
+                await self.sessions.reclaim(self.ctx.session)
             await self.reclaim_pending()
 
     # -- change events -----------------------------------------------------------
@@ -373,6 +381,9 @@ class Inodes:
         await self.xattrs.remove(ino, name)
 
     async def statfs(self) -> StatFs:
+        """Usage counters; this node's pending releases are sent first, so that space
+        freed by a last close shows at once."""
+        await self.ctx.flush_releases()
         with self.ctx.guard():
             inodes, used = await self.ctx.client.hmget(self.keys.usage, ["inodes", "bytes"])
         return StatFs(
@@ -488,19 +499,21 @@ class Inodes:
             else:
                 del self._local_opens[of.ino]
                 self._dirty.pop(of.ino, None)
-            keys = [
-                self.keys.inode(of.ino),
-                self.keys.open_files(self.ctx.session),
-                self.keys.dirents(of.ino),
-                self.keys.xattrs(of.ino),
-                self.keys.symlink(of.ino),
-                self.keys.blockmap(of.ino),
-                self.keys.usage,
-                self.keys.reclaim,
-                self.keys.orphans,
-            ]
-            res = await self.ctx.script("release", keys, [of.ino, 1, now_ns() // 1_000_000])
-            await self._freed(int(res[1]))
+            cached = self.ctx.cache.attr(of.ino)
+            if cached is not None and cached.nlink > 0:
+                # The file keeps a name (and events would have told us otherwise), so
+                # dropping our hold changes nothing anyone can see: let it ride along
+                # with the next request instead of costing a round trip now.
+                pending = self.ctx.pending_releases
+                pending[of.ino] = pending.get(of.ino, 0) + 1
+                if len(pending) >= RELEASE_BACKLOG:
+                    await self.ctx.flush_releases()
+                await self._freed(0)
+            else:
+                res = await self.ctx.script(
+                    "release", self.ctx.release_keys(of.ino), [of.ino, 1, now_ns() // 1_000_000]
+                )
+                await self._freed(int(res[1]))
 
     async def gc(self, grace_ms: int = TRASH_GRACE_MS) -> int:
         """Delete replaced objects older than the grace period and finish pending reclaims."""

@@ -30,11 +30,6 @@ if dst ~= '0' then
   local dmode = redis.call('HGET', KEYS[6], 'mode')
   if not dmode then return {EIO} end
   ddir = is_dir_mode(dmode)
-  if not exchange then
-    if sdir and not ddir then return {ENOTDIR} end
-    if ddir and not sdir then return {EISDIR} end
-    if ddir and redis.call('HLEN', KEYS[7]) > 0 then return {ENOTEMPTY} end
-  end
 elseif exchange then
   return {ENOENT}
 end
@@ -63,6 +58,13 @@ if sp ~= dp then
     err = check_chain(dst, sp, KEYS[2], 14 + n1, 12 + n1, tonumber(ARGV[11 + n1]))
     if err then return {err} end
   end
+end
+-- Only now the kinds of source and target: Linux gives EINVAL for a move into
+-- the source's own subtree before it looks at what the target is.
+if dst ~= '0' and not exchange then
+  if sdir and not ddir then return {ENOTDIR} end
+  if ddir and not sdir then return {EISDIR} end
+  if ddir and redis.call('HLEN', KEYS[7]) > 0 then return {ENOTEMPTY} end
 end
 
 local now = ARGV[6]
