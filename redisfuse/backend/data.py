@@ -19,7 +19,7 @@ import anyio
 from ..errors import FSError
 from . import codec
 from .cache import ObjectCache
-from .context import Context, now_ns
+from .context import Context, QuickLock, now_ns
 from .lock import Lock
 from .model import attr_from_pairs
 from .scripts import check
@@ -44,7 +44,7 @@ class DirtyFile:
         """Byte ranges of each block written here (sorted, merged); the rest came from Redis."""
         self.written_ns = 0
         """Time of the last buffered write (0: none): stat shows it, and the commit stamps it."""
-        self.lock = anyio.Lock()
+        self.lock = QuickLock()
 
     def __repr__(self) -> str:
         return f"<DirtyFile ino={self.ino} blocks={len(self.blocks)} end={self.end}>"
