@@ -26,8 +26,11 @@ from .scripts import check
 
 log = logging.getLogger(__name__)
 
-THREAD_THRESHOLD = 128 * 1024
-"""Batches of at least this many bytes are (de)compressed in a worker thread."""
+THREAD_THRESHOLD = 256 * 1024
+"""Batches with at least this many compressed bytes are (de)compressed in a worker thread."""
+
+READ_AHEAD_BLOCKS = 16
+"""A sequential read fetches this many blocks (1 MiB) at once, map and objects."""
 
 
 class DirtyFile:
@@ -132,7 +135,7 @@ class BlockStore:
             if raw is None:
                 log.error("object %d missing in volume %s", obj, self.keys.volume)
                 raise FSError(errno.EIO, f"object {obj} is missing")
-        if sum(len(r) for r in stored) >= THREAD_THRESHOLD:
+        if sum(len(r) for r in stored if r[:1] != b"\x00") >= THREAD_THRESHOLD:
             decoded = await anyio.to_thread.run_sync(codec.decode_many, stored)
         else:
             decoded = codec.decode_many(stored)
@@ -153,17 +156,30 @@ class BlockStore:
         first = offset // bs
         last = (offset + max(size, 1) - 1) // bs
         indexes = list(range(first, last + 1))
-        res = await self.ctx.script(
-            "read_map", [self.keys.inode(ino), self.keys.blockmap(ino)], indexes
-        )
-        file_size = int(res[1])
+        cached = self.ctx.cache.block_map(ino, first, last)
+        if cached is not None:
+            values, file_size = cached
+            wanted = values
+        else:
+            # Fetch the map a whole read-ahead window at a time; with the event
+            # stream running the window stays valid until the inode changes.
+            ahead = list(range(first, max(last, first + READ_AHEAD_BLOCKS - 1) + 1))
+            res = await self.ctx.script(
+                "read_map", [self.keys.inode(ino), self.keys.blockmap(ino)], ahead
+            )
+            file_size = int(res[1])
+            window: list[bytes | None] = list(res[3])
+            self.ctx.cache.put_block_map(ino, first, window, file_size)
+            values = window[: len(indexes)]
+            # The rest of the window's objects come in the same MGET, into the cache,
+            # when the event stream keeps the window valid.
+            wanted = window if self.ctx.cache.enabled else values
         if dirty is not None:
             file_size = max(file_size, dirty.end)
         end = min(offset + size, file_size)
         if end <= offset:
             return b""
-        values: list[bytes | None] = list(res[3])
-        blocks = await self._fetch(values)
+        blocks = (await self._fetch(wanted))[: len(indexes)]
         out = bytearray()
         for idx, data in zip(indexes, blocks, strict=True):
             if dirty is not None and idx in dirty.blocks:

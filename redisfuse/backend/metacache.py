@@ -30,6 +30,7 @@ class MetaCache:
         self._attrs: dict[int, tuple[Attr, float]] = {}
         self._entries: dict[tuple[int, bytes], tuple[int, float]] = {}
         self._listings: dict[int, tuple[set[bytes], float]] = {}
+        self._maps: dict[int, tuple[int, list[bytes | None], int, float]] = {}
 
     def __repr__(self) -> str:
         state = "on" if self.enabled else "off"
@@ -103,7 +104,25 @@ class MetaCache:
     def drop_listing(self, parent: int) -> None:
         self._listings.pop(parent, None)
 
+    def block_map(self, ino: int, first: int, last: int) -> tuple[list[bytes | None], int] | None:
+        """Cached block map values for indexes first..last and the file size, if all cached."""
+        item = self._maps.get(ino) if self.enabled else None
+        if item is None or not self._fresh(item[3]):
+            return None
+        start, values, size, _ = item
+        if first < start or last >= start + len(values):
+            return None
+        return values[first - start : last - start + 1], size
+
+    def put_block_map(self, ino: int, first: int, values: list[bytes | None], size: int) -> None:
+        """Remember a window of ``m:INO`` (read ahead); dropped with the inode's attributes."""
+        if self.enabled:
+            if len(self._maps) >= self.max_items // 10:
+                self._maps.clear()
+            self._maps[ino] = (first, values, size, time.monotonic())
+
     def drop_attr(self, ino: int) -> None:
+        self._maps.pop(ino, None)
         self._attrs.pop(ino, None)
 
     def drop_entry(self, parent: int, name: bytes) -> None:
@@ -113,3 +132,4 @@ class MetaCache:
         self._attrs.clear()
         self._entries.clear()
         self._listings.clear()
+        self._maps.clear()

@@ -36,6 +36,7 @@ from .model import (
     BLOCK_SIZE,
     FORMAT_VERSION,
     MAX_FILE_SIZE,
+    MAX_NAME,
     Attr,
     DirEntry,
     SetAttr,
@@ -294,6 +295,29 @@ class Inodes:
                 attr, mtime_ns=dirty.written_ns, ctime_ns=max(attr.ctime_ns, dirty.written_ns)
             )
         return attr
+
+    # Synchronous answers from this node's cache: the FUSE frontend asks these
+    # first and crosses to the event loop only when they have no answer, because
+    # beneath trio-asyncio a crossing costs more than the lookup itself.
+
+    def cached_attr(self, ino: int) -> Attr | None:
+        """The attributes of ``ino`` if the (event-coherent) cache has them."""
+        attr = self.ctx.cache.attr(ino)
+        return None if attr is None else self._overlay(attr)
+
+    def cached_lookup(self, parent: int, name: bytes) -> Attr | None:
+        """The attributes ``name`` in ``parent`` resolves to, if cached."""
+        attr = self.ctx.cache.entry(parent, name)
+        return None if attr is None else self._overlay(attr)
+
+    def known_absent(self, parent: int, name: bytes) -> bool:
+        """Whether the cache knows that ``parent`` has no entry ``name`` (a valid name)."""
+        return 0 < len(name) <= MAX_NAME and self.ctx.cache.absent(parent, name)
+
+    def known_without_xattrs(self, ino: int) -> bool:
+        """Whether the cache knows that ``ino`` has no extended attributes."""
+        attr = self.ctx.cache.attr(ino)
+        return attr is not None and attr.xattr_count == 0
 
     async def getattr(self, ino: int) -> Attr:
         return self._overlay(await self.namespace.getattr(ino))

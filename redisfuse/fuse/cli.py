@@ -100,6 +100,13 @@ def _add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         "(default 10; 0 turns negative caching off)",
     )
     tuning.add_argument(
+        "--read-ahead",
+        type=int,
+        default=1024,
+        metavar="KIB",
+        help="kernel read-ahead for the mount in KiB, set when running as root (default 1024)",
+    )
+    tuning.add_argument(
         "--session-timeout",
         type=float,
         default=60.0,
@@ -276,6 +283,7 @@ def _mount(args: argparse.Namespace, argv: Sequence[str]) -> int:
         cache_bytes=args.cache_size * MIB,
         write_buffer_bytes=args.write_buffer * MIB,
         session_timeout=args.session_timeout,
+        read_ahead_kb=args.read_ahead,
     )
     mount.run(config)
     return 0

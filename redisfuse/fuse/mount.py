@@ -43,6 +43,7 @@ class MountConfig:
     write_buffer_bytes: int = 4 << 20
     max_tasks: int = 64
     session_timeout: float = 60.0
+    read_ahead_kb: int = 1024
 
 
 def check_mountpoint(path: str) -> None:
@@ -112,6 +113,7 @@ async def _serve(config: MountConfig) -> None:
                     nursery.start_soon(_stop_on_signal)
                     nursery.start_soon(KernelInvalidator(volume.inodes, ops.bridge, ops.known).run)
                     nursery.start_soon(ops.bridge.call, volume.inodes.maintain)
+                    nursery.start_soon(_set_read_ahead, config.mountpoint, config.read_ahead_kb)
                     await pyfuse3.main(max_tasks=config.max_tasks)
                     unmounted = True
                     nursery.cancel_scope.cancel()
@@ -126,6 +128,27 @@ async def _serve(config: MountConfig) -> None:
         finally:
             with trio.CancelScope(shield=True):
                 await trio_asyncio.aio_as_trio(volume_cm.__aexit__)(*exc_info)
+
+
+def _write_read_ahead(mountpoint: str, kib: int) -> None:
+    dev = os.stat(mountpoint).st_dev
+    path = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
+    with open(path, "w", encoding="ascii") as f:
+        f.write(str(kib))
+
+
+async def _set_read_ahead(mountpoint: str, kib: int) -> None:
+    """Let the kernel read ahead ``kib`` KiB (1 MiB requests); needs root, else left alone.
+
+    Runs in a thread once the mount serves requests: the stat of the mountpoint
+    it needs is itself a request to this process.
+    """
+    if kib <= 0:
+        return
+    try:
+        await trio.to_thread.run_sync(_write_read_ahead, mountpoint, kib)
+    except OSError as exc:
+        log.debug("could not set read_ahead_kb of %s: %s", mountpoint, exc)
 
 
 async def _stop_on_signal() -> None:

@@ -23,6 +23,9 @@ from .convert import entry_attributes, negative_entry, statvfs
 
 log = logging.getLogger(__name__)
 
+POSIX_ACL_NAMES = frozenset((b"system.posix_acl_access", b"system.posix_acl_default"))
+"""pyfuse3 cannot turn on the kernel's ACL support, so ACLs are refused, never stored."""
+
 
 @dataclass
 class DirHandle:
@@ -79,6 +82,13 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: pyfuse3.InodeT, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         """Resolve a name; with a negative timeout, "absent" is an entry the kernel caches."""
+        cached = self.fs.cached_lookup(parent_inode, name)
+        if cached is not None:
+            return self._ref(cached)
+        if self.fs.known_absent(parent_inode, name):
+            if self.negative_timeout > 0:
+                return negative_entry(self.negative_timeout)
+            raise pyfuse3.FUSEError(errno.ENOENT)
         try:
             attr = await self.bridge.call(self.fs.lookup, parent_inode, name)
         except pyfuse3.FUSEError as exc:
@@ -101,6 +111,9 @@ class Operations(pyfuse3.Operations):
     async def getattr(
         self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
+        cached = self.fs.cached_attr(inode)
+        if cached is not None:
+            return self._entry(cached)
         return self._entry(await self.bridge.on_inode(self.fs.getattr, inode))
 
     @handler
@@ -299,6 +312,11 @@ class Operations(pyfuse3.Operations):
     async def getxattr(
         self, inode: pyfuse3.InodeT, name: bytes, ctx: pyfuse3.RequestContext
     ) -> bytes:
+        """The kernel asks for ACLs and security labels of every listed file and for
+        security.capability before every write: answer "none" without a crossing
+        when the cache knows the inode has no xattrs (ACLs are never stored)."""
+        if name in POSIX_ACL_NAMES or self.fs.known_without_xattrs(inode):
+            raise pyfuse3.FUSEError(errno.ENODATA)
         return await self.bridge.call(self.fs.getxattr, inode, name)
 
     @handler
@@ -311,7 +329,7 @@ class Operations(pyfuse3.Operations):
         pyfuse3 cannot enable FUSE_POSIX_ACL, so the kernel would pass them through
         unenforced and never update them on chmod (``cp -a`` would leave stale ones).
         """
-        if name in (b"system.posix_acl_access", b"system.posix_acl_default"):
+        if name in POSIX_ACL_NAMES:
             raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
         await self.bridge.call(self.fs.setxattr, inode, name, value, 0)
 
