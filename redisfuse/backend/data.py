@@ -94,6 +94,8 @@ class BlockStore:
         self.bs = ctx.settings.block_size
         self.codec = codec.CODECS.get(ctx.settings.codec, codec.ZLIB)
         self.level = level
+        self._read_ends: dict[int, int] = {}
+        """Where the last read of each inode ended: a read starting there is sequential."""
         self.before_commit: Callable[[], Awaitable[None]] | None = None
         """Test hook awaited after the objects are stored and before the map is committed."""
 
@@ -161,9 +163,12 @@ class BlockStore:
             values, file_size = cached
             wanted = values
         else:
-            # Fetch the map a whole read-ahead window at a time; with the event
-            # stream running the window stays valid until the inode changes.
-            ahead = list(range(first, max(last, first + READ_AHEAD_BLOCKS - 1) + 1))
+            # A sequential reader gets the map a whole read-ahead window at a time;
+            # with the event stream running the window stays valid until the inode
+            # changes. A random reader gets just what it asked for.
+            sequential = self._read_ends.get(ino) == offset
+            span = READ_AHEAD_BLOCKS - 1 if sequential else 0
+            ahead = list(range(first, max(last, first + span) + 1))
             res = await self.ctx.script(
                 "read_map", [self.keys.inode(ino), self.keys.blockmap(ino)], ahead
             )
@@ -177,6 +182,9 @@ class BlockStore:
         if dirty is not None:
             file_size = max(file_size, dirty.end)
         end = min(offset + size, file_size)
+        if len(self._read_ends) > 10_000:
+            self._read_ends.clear()
+        self._read_ends[ino] = max(end, offset)
         if end <= offset:
             return b""
         blocks = (await self._fetch(wanted))[: len(indexes)]

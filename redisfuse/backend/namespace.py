@@ -284,10 +284,12 @@ class Namespace:
             raise FSError(errno.EINVAL, f"invalid rename flags {flags}")
         for _ in range(STALE_ATTEMPTS):
             src = await self._resolve(parent, name)
-            try:
-                dst = await self._resolve(newparent, newname)
-            except NotFound:
-                dst = 0
+            dst = 0
+            if not self.ctx.cache.absent(newparent, newname):
+                try:
+                    dst = await self._resolve(newparent, newname)
+                except NotFound:
+                    pass
             chain1: list[int] = []
             chain2: list[int] = []
             if parent != newparent:
@@ -343,6 +345,9 @@ class Namespace:
             if not flags & RENAME_EXCHANGE:
                 self.ctx.cache.remove_name(parent, name)
                 self.ctx.cache.add_name(newparent, newname)
+            if len(res) > 3:  # the no-op rename of two names of one inode returns less
+                self.ctx.cache.put_attr(attr_from_pairs(parent, res[2]))
+                self.ctx.cache.put_attr(attr_from_pairs(newparent, res[3]))
             return int(res[1])
         raise FSError(errno.EAGAIN, f"{name!r} kept changing; gave up")
 
