@@ -26,13 +26,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.aof_redis import AofRedis  # noqa: E402  (reused: a private redis-server)
-from tests.mount.mounting import start_mount, stop_mount  # noqa: E402
+from tests.aof_redis import AofRedis  # reused: a private redis-server
+from tests.mount.mounting import start_mount, stop_mount
 
 
 def _redis_cli(port: int, *args: str) -> str:
-    return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True,
-                          text=True, check=True).stdout
+    return subprocess.run(
+        ["redis-cli", "-p", str(port), *args], capture_output=True, text=True, check=True
+    ).stdout
 
 
 def _commands_processed(port: int) -> int:
@@ -73,8 +74,12 @@ def measure(a: Path, b: Path, changes: int) -> dict[str, dict[str, float]]:
         (a / "f").write_bytes(payload)
         delays["rewrite"].append(_until(lambda p=payload: (b / "f").read_bytes() == p))
     return {
-        kind: {"median_ms": statistics.median(v) * 1e3, "p99_ms": _pct(v, 0.99) * 1e3,
-               "max_ms": max(v) * 1e3, "n": len(v)}
+        kind: {
+            "median_ms": statistics.median(v) * 1e3,
+            "p99_ms": _pct(v, 0.99) * 1e3,
+            "max_ms": max(v) * 1e3,
+            "n": len(v),
+        }
         for kind, v in delays.items()
     }
 
@@ -88,8 +93,11 @@ def cached_stat_cost(b: Path, port: int, count: int = 2000) -> dict[str, float]:
     elapsed = time.perf_counter() - start
     after = _commands_processed(port)
     # INFO itself counts as one command.
-    return {"stats": count, "redis_commands": after - before - 1,
-            "us_per_stat": elapsed / count * 1e6}
+    return {
+        "stats": count,
+        "redis_commands": after - before - 1,
+        "us_per_stat": elapsed / count * 1e6,
+    }
 
 
 def main() -> int:
@@ -106,19 +114,25 @@ def main() -> int:
         try:
             a = start_mount(base / "a", redis.url, volume, base / "a.log")
             b = start_mount(base / "b", redis.url, volume, base / "b.log")
-            result = {"visibility": measure(a.path, b.path, args.changes),
-                      "cached_stat": cached_stat_cost(b.path, redis.port)}
+            result = {
+                "visibility": measure(a.path, b.path, args.changes),
+                "cached_stat": cached_stat_cost(b.path, redis.port),
+            }
         finally:
             for m in (b, a):
                 if m is not None:
                     stop_mount(m)
             redis.stop()
     for kind, figures in result["visibility"].items():
-        print(f"{kind:8} median {figures['median_ms']:.2f} ms  p99 {figures['p99_ms']:.2f} ms  "
-              f"max {figures['max_ms']:.2f} ms  (n={figures['n']})")
+        sys.stdout.write(
+            f"{kind:8} median {figures['median_ms']:.2f} ms  p99 {figures['p99_ms']:.2f} ms  "
+            f"max {figures['max_ms']:.2f} ms  (n={figures['n']})\n"
+        )
     cs = result["cached_stat"]
-    print(f"cached stat on B: {cs['redis_commands']} Redis commands for {cs['stats']} stats, "
-          f"{cs['us_per_stat']:.1f} us each")
+    sys.stdout.write(
+        f"cached stat on B: {cs['redis_commands']} Redis commands for {cs['stats']} stats, "
+        f"{cs['us_per_stat']:.1f} us each\n"
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0
