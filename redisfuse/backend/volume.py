@@ -197,6 +197,10 @@ class Inodes:
                         await self.gc()
                 except FSError as exc:
                     log.warning("housekeeping failed (will retry): %s", exc)
+                except Exception:
+                    # Housekeeping must outlive any bug in one round: the mount runs it
+                    # for its whole life and would end with it.
+                    log.exception("housekeeping round failed (will retry)")
                 rounds += 1
                 await anyio.sleep(interval)
         finally:

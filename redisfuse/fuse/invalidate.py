@@ -53,23 +53,34 @@ class KernelInvalidator:
         send, receive = trio.open_memory_channel[int](100_000)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._drop_inodes, receive)
-            async for event in self.bridge.iterate(self.fs.events()):
-                self.events += 1
-                if isinstance(event, EntryChanged):
-                    pyfuse3.invalidate_entry_async(
-                        pyfuse3.InodeT(event.parent), event.name, ignore_enoent=True
-                    )
-                elif isinstance(event, InodeChanged):
-                    if event.ino in self.known:
-                        send.send_nowait(event.ino)
-                elif isinstance(event, Resync):
-                    self.resyncs += 1
-                    if self.resyncs > 1:
-                        log.info(
-                            "change events resumed; dropping %d cached inodes", len(self.known)
-                        )
+            while True:
+                try:
+                    await self._consume(send)
+                except Exception:
+                    # The event stream reconnects by itself; anything else is a bug,
+                    # which must not end the mount: log it, drop what the kernel
+                    # holds, and listen again.
+                    log.exception("change event stream failed; restarting it")
                     for ino in list(self.known):
                         send.send_nowait(ino)
+                    await trio.sleep(1.0)
+
+    async def _consume(self, send: trio.MemorySendChannel[int]) -> None:
+        async for event in self.bridge.iterate(self.fs.events()):
+            self.events += 1
+            if isinstance(event, EntryChanged):
+                pyfuse3.invalidate_entry_async(
+                    pyfuse3.InodeT(event.parent), event.name, ignore_enoent=True
+                )
+            elif isinstance(event, InodeChanged):
+                if event.ino in self.known:
+                    send.send_nowait(event.ino)
+            elif isinstance(event, Resync):
+                self.resyncs += 1
+                if self.resyncs > 1:
+                    log.info("change events resumed; dropping %d cached inodes", len(self.known))
+                for ino in list(self.known):
+                    send.send_nowait(ino)
 
     async def _drop_inodes(self, receive: trio.MemoryReceiveChannel[int]) -> None:
         async for ino in receive:
