@@ -9,6 +9,7 @@ commit leaves unreferenced objects (found by fsck/gc), never a torn file.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 from collections.abc import Awaitable, Callable
@@ -48,6 +49,11 @@ class DirtyFile:
         self.written_ns = 0
         """Time of the last buffered write (0: none): stat shows it, and the commit stamps it."""
         self.lock = QuickLock()
+        self.committing: DirtyFile | None = None
+        """Blocks handed to a commit still in flight (write-behind); reads see them."""
+        self.inflight: asyncio.Task[None] | None = None
+        self.error: Exception | None = None
+        """A commit behind the writer failed: the next flush, fsync or close reports it."""
 
     def __repr__(self) -> str:
         return f"<DirtyFile ino={self.ino} blocks={len(self.blocks)} end={self.end}>"
@@ -82,6 +88,30 @@ class DirtyFile:
         self.blocks = {}
         self.extents = {}
         self.written_ns = 0
+
+    def detach(self) -> DirtyFile:
+        """Move the buffered blocks into a new DirtyFile, to be committed behind our back."""
+        snap = DirtyFile(self.ino)
+        snap.blocks, snap.extents, snap.written_ns = self.blocks, self.extents, self.written_ns
+        snap.end, snap.known_size = self.end, self.known_size
+        self.clear()
+        self.end = 0
+        return snap
+
+    def pending_end_and_time(self) -> tuple[int, int]:
+        """End offset and time of the writes not yet committed (buffered or in flight)."""
+        end, written = self.end, self.written_ns
+        if self.committing is not None:
+            end = max(end, self.committing.end)
+            written = max(written, self.committing.written_ns)
+        return end, written
+
+    def block(self, idx: int) -> bytearray | None:
+        """The newest unflushed contents of block ``idx`` on this node, if any."""
+        found = self.blocks.get(idx)
+        if found is None and self.committing is not None:
+            found = self.committing.blocks.get(idx)
+        return found
 
 
 class BlockStore:
@@ -180,7 +210,7 @@ class BlockStore:
             # when the event stream keeps the window valid.
             wanted = window if self.ctx.cache.enabled else values
         if dirty is not None:
-            file_size = max(file_size, dirty.end)
+            file_size = max(file_size, dirty.pending_end_and_time()[0])
         end = min(offset + size, file_size)
         if len(self._read_ends) > 10_000:
             self._read_ends.clear()
@@ -190,8 +220,9 @@ class BlockStore:
         blocks = (await self._fetch(wanted))[: len(indexes)]
         out = bytearray()
         for idx, data in zip(indexes, blocks, strict=True):
-            if dirty is not None and idx in dirty.blocks:
-                data = bytes(dirty.blocks[idx])
+            mine = dirty.block(idx) if dirty is not None else None
+            if mine is not None:
+                data = bytes(mine)
             start = max(offset, idx * bs) - idx * bs
             stop = min(end, (idx + 1) * bs) - idx * bs
             if stop <= start:
@@ -204,6 +235,9 @@ class BlockStore:
 
     async def _load_block(self, ino: int, idx: int, dirty: DirtyFile) -> bytearray:
         """The current contents of one block, for a write that covers only part of it."""
+        committing = dirty.committing.blocks.get(idx) if dirty.committing else None
+        if committing is not None:
+            return bytearray(committing)  # newer than Redis; merged afresh at commit
         if 0 <= dirty.known_size <= idx * self.bs:
             return bytearray()
         with self.ctx.guard():
@@ -268,21 +302,82 @@ class BlockStore:
                 merged[lo:hi] = mine[lo:hi]
             dirty.blocks[idx] = merged
 
+    async def settle(self, dirty: DirtyFile) -> None:
+        """Wait for the commit in flight (write-behind), raising a failure of it here."""
+        task = dirty.inflight
+        if task is not None:
+            try:
+                await asyncio.shield(task)
+            except Exception as exc:
+                dirty.error = exc
+            finally:
+                if task.done():
+                    dirty.inflight = None
+                    dirty.committing = None
+        if dirty.error is not None:
+            error, dirty.error = dirty.error, None
+            raise error
+
+    async def flush_behind(self, dirty: DirtyFile) -> None:
+        """Start committing the buffer and return: the next write fills a new one.
+
+        At most one commit per inode is in flight; the next flush (or a full
+        buffer) waits for it and reports its error, and a failed commit's blocks
+        go back into the buffer to be committed again.
+        """
+        task = dirty.inflight
+        if task is not None:
+            try:
+                await asyncio.shield(task)
+            except Exception as exc:
+                # Kept for the next flush, fsync or close to report; the blocks went
+                # back into the buffer and are committed with it.
+                dirty.error = exc
+            dirty.inflight = None
+            dirty.committing = None
+        if dirty.error is not None:
+            return
+        snap = dirty.detach()
+        dirty.committing = snap
+        dirty.inflight = asyncio.ensure_future(self._commit_behind(dirty, snap))
+
+    async def _commit_behind(self, dirty: DirtyFile, snap: DirtyFile) -> None:
+        try:
+            await self.flush(snap)
+        except BaseException:
+            for idx, block in snap.blocks.items():
+                if idx not in dirty.blocks:
+                    dirty.blocks[idx] = block
+                    dirty.extents[idx] = snap.extents.get(idx, [])
+            dirty.written_ns = dirty.written_ns or snap.written_ns
+            dirty.end = max(dirty.end, snap.end)
+            raise
+        dirty.known_size = max(dirty.known_size, snap.known_size)
+
     async def flush(self, dirty: DirtyFile, *, locked: bool = False) -> None:
         """Commit every buffered block in one pipeline; on failure the buffer is kept.
 
         Blocks that hold bytes this node did not write are merged afresh under
-        the inode lock first (``locked``: the caller holds it already).
+        the inode lock first (``locked``: the caller holds it already). A commit
+        still in flight from :meth:`flush_behind` is waited for first; if it
+        failed, its blocks are committed now and its error is raised afterwards,
+        so that a close reports the failure without losing the data.
         """
-        if not dirty.blocks and dirty.end <= max(dirty.known_size, 0):
-            return
-        partial = [] if locked else dirty.partial_blocks()
-        if partial:
-            async with Lock(self.ctx, self.keys.inode_lock(dirty.ino), renew=False):
-                await self._remerge(dirty, partial)
+        try:
+            await self.settle(dirty)
+            earlier: Exception | None = None
+        except Exception as exc:
+            earlier = exc
+        if dirty.blocks or dirty.end > max(dirty.known_size, 0):
+            partial = [] if locked else dirty.partial_blocks()
+            if partial:
+                async with Lock(self.ctx, self.keys.inode_lock(dirty.ino), renew=False):
+                    await self._remerge(dirty, partial)
+                    await self._commit(dirty)
+            else:
                 await self._commit(dirty)
-        else:
-            await self._commit(dirty)
+        if earlier is not None:
+            raise earlier
 
     async def _commit(self, dirty: DirtyFile) -> None:
         blocks = dirty.blocks

@@ -292,12 +292,11 @@ class Inodes:
         dirty = self._dirty.get(attr.ino)
         if dirty is None:
             return attr
-        if dirty.end > attr.size:
-            attr = replace(attr, size=dirty.end)
-        if dirty.written_ns:  # what the commit will stamp
-            attr = replace(
-                attr, mtime_ns=dirty.written_ns, ctime_ns=max(attr.ctime_ns, dirty.written_ns)
-            )
+        end, written = dirty.pending_end_and_time()
+        if end > attr.size:
+            attr = replace(attr, size=end)
+        if written:  # what the commit will stamp
+            attr = replace(attr, mtime_ns=written, ctime_ns=max(attr.ctime_ns, written))
         return attr
 
     # Synchronous answers from this node's cache: the FUSE frontend asks these
@@ -484,7 +483,7 @@ class Inodes:
                 raise FSError(errno.EFBIG, f"write past the maximum file size {MAX_FILE_SIZE}")
             await self.data.write(dirty, offset, data)
             if dirty.buffered >= self.write_buffer_bytes:
-                await self.data.flush(dirty)
+                await self.data.flush_behind(dirty)
         return len(data)
 
     async def _append(self, dirty: DirtyFile, data: bytes) -> None:
@@ -506,7 +505,7 @@ class Inodes:
         """Commit this node's buffered writes to the handle's inode."""
         of = self._file(fh)
         dirty = self._dirty.get(of.ino)
-        if dirty is not None and (dirty.blocks or dirty.end):
+        if dirty is not None and (dirty.blocks or dirty.end or dirty.inflight):
             async with dirty.lock:
                 await self.data.flush(dirty)
 

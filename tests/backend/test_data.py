@@ -861,3 +861,52 @@ async def test_failure_before_commit_leaves_the_file_as_it_was(
     await raw.delete(*(Keys(volume_name).obj(o) for o in written))
     await f.close()
     assert await vol2.read_file("/f") == new + old[len(new) :]
+
+
+async def test_write_behind_keeps_reads_and_sizes_right(redis_server, volume_name: str) -> None:  # type: ignore[no-untyped-def]
+    """Full buffers are committed behind the writer; reads and stat must not notice."""
+    from redisfuse.backend import open_volume
+
+    async with open_volume(
+        redis_server.url, volume=volume_name, write_buffer_bytes=128 * 1024
+    ) as v:
+        data = pattern(1_000_000)
+        async with await v.open("/f", "w+b") as f:
+            for start in range(0, len(data), 100_000):
+                await f.write(data[start : start + 100_000])
+                assert (await v.stat("/f")).size == start + 100_000
+                await f.seek(0)
+                seen = await v.inodes.read(f._fh, 0, start + 100_000)
+                assert seen == data[: start + 100_000]
+                await f.seek(start + 100_000)
+        assert await v.read_file("/f") == data
+
+
+async def test_failed_commit_behind_is_reported_and_retried(
+    vol: Volume, raw: Redis, volume_name: str
+) -> None:
+    """A commit that fails behind the writer's back is reported by the next flush,
+    which commits its blocks all the same."""
+    inodes = vol.inodes
+    inodes.write_buffer_bytes = 64 * 1024
+    data = pattern(3 * BS)
+    failures = [RuntimeError("injected")]
+
+    async def fail_once() -> None:
+        if failures:
+            raise failures.pop()
+
+    inodes.data.before_commit = fail_once
+    f = await vol.open("/f", "wb")
+    await f.write(data[:BS])  # fills the buffer: committed behind, and fails
+    await f.write(data[BS:])  # the failure waits for the flush: writes go on
+    with pytest.raises(RuntimeError, match="injected"):
+        await f.flush()
+    inodes.data.before_commit = None
+    assert await vol.read_file("/f") == data  # committed by the flush that reported
+    await f.close()
+    assert await vol.read_file("/f") == data
+    # The failed attempt stored its objects before failing: fsck finds them as leaked.
+    report = await fsck(raw, volume_name)
+    assert report.leaked_objects and not report.problems
+    await raw.delete(*(Keys(volume_name).obj(o) for o in report.leaked_objects))
