@@ -132,6 +132,7 @@ class Context:
         """
         changed = tuple(changed)
         entries = tuple(entries)
+        assert all(self.keys.owns(k) for k in keys), f"{name}: a key without the volume's tag"
         with self.guard():
             try:
                 if not self.pending_releases and not (self.peers and (changed or entries)):

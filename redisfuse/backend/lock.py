@@ -63,7 +63,6 @@ class Lock:
         self.timeout = timeout
         self.renew = renew
         self.token: str | None = None
-        self._scope: anyio.CancelScope | None = None
         self._tg: anyio.abc.TaskGroup | None = None
 
     def __repr__(self) -> str:
