@@ -354,7 +354,13 @@ class BlockStore:
             raise
         dirty.known_size = max(dirty.known_size, snap.known_size)
 
-    async def flush(self, dirty: DirtyFile, *, locked: bool = False) -> None:
+    async def flush(
+        self,
+        dirty: DirtyFile,
+        *,
+        locked: bool = False,
+        then: tuple[str, list[str], list[Any]] | None = None,
+    ) -> list[Any] | None:
         """Commit every buffered block in one pipeline; on failure the buffer is kept.
 
         Blocks that hold bytes this node did not write are merged afresh under
@@ -362,24 +368,32 @@ class BlockStore:
         still in flight from :meth:`flush_behind` is waited for first; if it
         failed, its blocks are committed now and its error is raised afterwards,
         so that a close reports the failure without losing the data.
+
+        ``then`` is a script (name, KEYS, ARGV) on the same inode to run right
+        after the commit, in the same round trip; its checked result is returned
+        (None when there was nothing to commit and it was not run).
         """
         try:
             await self.settle(dirty)
             earlier: Exception | None = None
         except Exception as exc:
             earlier = exc
+        result = None
         if dirty.blocks or dirty.end > max(dirty.known_size, 0):
             partial = [] if locked else dirty.partial_blocks()
             if partial:
                 async with Lock(self.ctx, self.keys.inode_lock(dirty.ino), renew=False):
                     await self._remerge(dirty, partial)
-                    await self._commit(dirty)
+                    result = await self._commit(dirty, then)
             else:
-                await self._commit(dirty)
+                result = await self._commit(dirty, then)
         if earlier is not None:
             raise earlier
+        return result
 
-    async def _commit(self, dirty: DirtyFile) -> None:
+    async def _commit(
+        self, dirty: DirtyFile, then: tuple[str, list[str], list[Any]] | None = None
+    ) -> list[Any] | None:
         blocks = dirty.blocks
         end = dirty.end
         indexes = sorted(blocks)
@@ -414,6 +428,8 @@ class BlockStore:
             released = self.ctx.queue_releases(pipe)
             commit_at = len(pipe.command_stack)
             self.ctx.scripts.queue(pipe, "commit", commit_keys, args)
+            if then is not None:
+                self.ctx.scripts.queue(pipe, *then)
             self.ctx.publish(pipe, (dirty.ino,))
             try:
                 results = await self.ctx.scripts.execute(self.ctx.client, pipe)
@@ -437,6 +453,9 @@ class BlockStore:
         dirty.known_size = int(res[1])
         self.ctx.cache.put_attr(attr_from_pairs(dirty.ino, res[3]))
         dirty.end = 0
+        if then is None:
+            return None
+        return check(then[0], results[commit_at + 1])
 
     async def reclaim(self, inos: list[int]) -> None:
         """Delete the objects and block maps of freed inodes, then drop them from ``reclaim``.

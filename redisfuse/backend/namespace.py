@@ -395,6 +395,18 @@ class Namespace:
 
     async def setattr(self, ino: int, changes: SetAttr) -> Attr:
         """Change mode, owner, size (truncate) and times; ctime always moves."""
+        keys, args = await self.setattr_call(ino, changes)
+        res = await self.ctx.script("setattr", keys, args, changed=(ino,))
+        return self.setattr_done(ino, res)
+
+    def setattr_done(self, ino: int, res: list[Any]) -> Attr:
+        """The attributes setattr.lua returned, now also in the cache."""
+        attr = attr_from_pairs(ino, res[1])
+        self.ctx.cache.put_attr(attr)
+        return attr
+
+    async def setattr_call(self, ino: int, changes: SetAttr) -> tuple[list[str], list[Any]]:
+        """Validate a setattr and build the KEYS and ARGV of its script."""
         now = now_ns()
         size = ""
         if changes.size is not None:
@@ -427,7 +439,4 @@ class Namespace:
             self.ctx.settings.block_size,
         ]
         keys = [self.keys.inode(ino), self.keys.blockmap(ino), self.keys.usage, self.keys.trash]
-        res = await self.ctx.script("setattr", keys, args, changed=(ino,))
-        attr = attr_from_pairs(ino, res[1])
-        self.ctx.cache.put_attr(attr)
-        return attr
+        return keys, args

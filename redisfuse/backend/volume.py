@@ -385,8 +385,13 @@ class Inodes:
             dirty = self._dirty.get(ino)
             if dirty is not None:
                 async with dirty.lock:
-                    await self.data.flush(dirty)
-                    attr = await self.namespace.setattr(ino, changes)
+                    keys, args = await self.namespace.setattr_call(ino, changes)
+                    # The commit and the setattr go in one round trip, in that order.
+                    res = await self.data.flush(dirty, then=("setattr", keys, args))
+                    if res is None:
+                        attr = await self.namespace.setattr(ino, changes)
+                    else:
+                        attr = self.namespace.setattr_done(ino, res)
                     dirty.known_size = attr.size
                     return attr
         return await self.namespace.setattr(ino, changes)
