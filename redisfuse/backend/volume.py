@@ -28,7 +28,7 @@ from . import events
 from .cache import ObjectCache
 from .connect import RedisOptions, connect
 from .context import Context, now_ns
-from .data import BlockStore, DirtyFile
+from .data import READ_AHEAD_BLOCKS, BlockStore, DirtyFile
 from .events import Event
 from .keys import ROOT_INO, Keys
 from .lock import Lock
@@ -450,9 +450,16 @@ class Inodes:
         """Open an inode; O_TRUNC truncates. Returns (handle, fresh attributes)."""
         if flags & (os.O_ACCMODE | os.O_TRUNC) != os.O_RDONLY:
             self._writable()
-        keys = [self.keys.inode(ino), self.keys.open_files(self.ctx.session)]
-        res = await self.ctx.script("open", keys, [ino])
+        keys = [
+            self.keys.inode(ino),
+            self.keys.open_files(self.ctx.session),
+            self.keys.blockmap(ino),
+        ]
+        window = list(range(READ_AHEAD_BLOCKS)) if self.ctx.cache.enabled else []
+        res = await self.ctx.script("open", keys, [ino, *window])
         attr = attr_from_pairs(ino, res[1])
+        if window and attr.is_reg:
+            self.ctx.cache.put_block_map(ino, 0, list(res[2]), attr.size)
         fh = self._new_handle(attr, flags)
         try:
             if attr.is_dir and (flags & os.O_ACCMODE) != os.O_RDONLY:
