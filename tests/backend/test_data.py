@@ -910,3 +910,20 @@ async def test_failed_commit_behind_is_reported_and_retried(
     report = await fsck(raw, volume_name)
     assert report.leaked_objects and not report.problems
     await raw.delete(*(Keys(volume_name).obj(o) for o in report.leaked_objects))
+
+
+async def test_a_replayed_commit_does_not_trash_its_own_objects(
+    vol: Volume, raw: Redis, volume_name: str
+) -> None:
+    """redis-py retries a command whose reply was lost; the commit script may run twice."""
+    keys = Keys(volume_name)
+    await vol.write_file("/f", pattern(BS))
+    attr = await vol.stat("/f")
+    (value,) = (await raw.hgetall(keys.blockmap(attr.ino))).values()
+    obj, valid = (int(x) for x in value.split(b":"))
+    scripts = vol.inodes.ctx.scripts
+    commit_keys = [keys.inode(attr.ino), keys.blockmap(attr.ino), keys.usage, keys.trash]
+    # Run the same commit again, as a retry after a lost reply would.
+    await scripts.call(raw, "commit", commit_keys, [1, 1, BS, 0, obj, valid])
+    assert await raw.zscore(keys.trash, str(obj)) is None
+    assert await vol.read_file("/f") == pattern(BS)

@@ -13,7 +13,9 @@ for k = 4, #ARGV, 3 do
   local old = redis.call('HGET', KEYS[2], ARGV[k])
   if old then
     local obj, valid = string.match(old, '^(%d+):(%d+)$')
-    redis.call('ZADD', KEYS[4], ARGV[2], obj)
+    -- A replay of this very commit (the reply was lost and the client retried)
+    -- finds its own object here: it must not be trashed.
+    if obj ~= ARGV[k + 1] then redis.call('ZADD', KEYS[4], ARGV[2], obj) end
     delta = delta - tonumber(valid)
   end
   redis.call('HSET', KEYS[2], ARGV[k], ARGV[k + 1] .. ':' .. ARGV[k + 2])
