@@ -24,6 +24,7 @@ from .convert import entry_attributes, negative_entry, statvfs
 log = logging.getLogger(__name__)
 
 POSIX_ACL_NAMES = frozenset((b"system.posix_acl_access", b"system.posix_acl_default"))
+SELINUX = b"security.selinux"
 """pyfuse3 cannot turn on the kernel's ACL support, so ACLs are refused, never stored."""
 
 
@@ -312,11 +313,17 @@ class Operations(pyfuse3.Operations):
     async def getxattr(
         self, inode: pyfuse3.InodeT, name: bytes, ctx: pyfuse3.RequestContext
     ) -> bytes:
-        """The kernel asks for ACLs and security labels of every listed file and for
-        security.capability before every write: answer "none" without a crossing
-        when the cache knows the inode has no xattrs (ACLs are never stored)."""
-        if name in POSIX_ACL_NAMES or self.fs.known_without_xattrs(inode):
-            raise pyfuse3.FUSEError(errno.ENODATA)
+        """``ls -l`` asks for the ACLs and the security label of every file, and the
+        kernel for security.capability before every write: answer without a
+        crossing when the cache knows the inode has no xattrs. ACLs are not
+        supported (see setxattr): saying so with EOPNOTSUPP lets ls stop asking
+        for the rest of the directory."""
+        if name in POSIX_ACL_NAMES:
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
+        if self.fs.known_without_xattrs(inode):
+            # An SELinux label nobody set: "not supported" (which ls remembers for
+            # the whole filesystem) rather than "not set" (which it asks per file).
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP if name == SELINUX else errno.ENODATA)
         return await self.bridge.call(self.fs.getxattr, inode, name)
 
     @handler
