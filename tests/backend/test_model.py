@@ -132,8 +132,9 @@ class VolumeMachine(RuleBasedStateMachine):
         return self.loop.run_until_complete(coro)
 
     async def _hold_volume(self, ready: asyncio.Event) -> None:
-        # open_volume's task group must be entered and left by one task, so one
-        # long-lived task holds it while the steps run as tasks of their own.
+        # One long-lived task enters and leaves open_volume (anyio cancel scopes and
+        # task groups must be left by the task that entered them); every
+        # run_until_complete of a step is a task of its own.
         async with open_volume(self.redis_url, volume=self.volume_name) as vol:
             self.vol: Volume = vol
             ready.set()
@@ -209,9 +210,6 @@ class VolumeMachine(RuleBasedStateMachine):
 
     def _files(self) -> list[int]:
         return sorted(i for i, n in self.nodes.items() if not n.is_dir)
-
-    def _named_nodes(self) -> list[int]:
-        return sorted(i for i in self.nodes if i != ROOT_INO and self._names(i))
 
     def _names(self, ino: int) -> int:
         return sum(
