@@ -52,6 +52,16 @@ class FsckReport:
         return "\n".join(lines)
 
 
+def _map_entry(idx: bytes, value: bytes) -> tuple[int, int] | None:
+    """(object id, valid bytes) of a block map entry, or None when it is garbled."""
+    try:
+        int(idx)
+        obj, valid = (int(x) for x in value.split(b":"))
+    except ValueError:
+        return None
+    return obj, valid
+
+
 async def _scan_ids(client: Redis, keys: Keys, kind: str) -> list[int]:
     prefix_len = len(keys.prefix) + len(kind) + 1
     out = []
@@ -125,7 +135,9 @@ class _Checker:
                     reclaim.add(ino)
             if ino in reclaim:
                 for value in cast(list[bytes], await client.hvals(keys.blockmap(ino))):
-                    referenced.add(int(value.split(b":")[0]))
+                    parsed = _map_entry(b"0", value)
+                    if parsed is not None:
+                        referenced.add(parsed[0])
         for ino in orphans:
             if ino not in live:
                 self.problem(f"orphan {ino} has no inode")
@@ -194,13 +206,20 @@ class _Checker:
             if self.repair:
                 await client.hset(keys.inode(ino), "nlink", expect)
                 self.fixed(f"set nlink of inode {ino} to {expect}")
-        blockmap = cast(dict[bytes, bytes], await client.hgetall(keys.blockmap(ino)))
-        present = await self._existing([int(v.split(b":")[0]) for v in blockmap.values()])
+        raw_map = cast(dict[bytes, bytes], await client.hgetall(keys.blockmap(ino)))
+        blockmap: dict[bytes, tuple[int, int]] = {}
+        missing: list[bytes] = []
+        for idx, value in raw_map.items():
+            parsed = _map_entry(idx, value)
+            if parsed is None:
+                self.problem(f"corrupt block map entry {idx!r} -> {value!r} of inode {ino}")
+                missing.append(idx)
+            else:
+                blockmap[idx] = parsed
+        present = await self._existing([obj for obj, _ in blockmap.values()])
         valid_sum = 0
         lost = 0
-        missing: list[bytes] = []
-        for idx, value in blockmap.items():
-            obj, valid = (int(x) for x in value.split(b":"))
+        for idx, (obj, valid) in blockmap.items():
             valid_sum += valid
             if obj in present:
                 referenced.add(obj)

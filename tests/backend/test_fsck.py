@@ -69,3 +69,17 @@ async def test_unreachable_inode_is_freed_by_repair(
     await vol.inodes.reclaim_pending()
     assert not await raw.exists(keys.inode(lost.ino), keys.blockmap(lost.ino))
     assert (await fsck(raw, volume_name)).ok
+
+
+async def test_garbled_block_map_entry_is_reported_and_dropped(
+    vol: Volume, raw: Redis, volume_name: str
+) -> None:
+    keys = Keys(volume_name)
+    await vol.write_file("/f", b"q" * 1000)
+    f = await vol.stat("/f")
+    await raw.hset(keys.blockmap(f.ino), "7", b"not-an-entry")
+    report = await fsck(raw, volume_name)
+    assert any("corrupt block map entry" in p for p in report.problems), str(report)
+    await fsck(raw, volume_name, repair=True, min_idle=0)
+    assert (await fsck(raw, volume_name)).ok
+    assert await vol.read_file("/f") == b"q" * 1000
