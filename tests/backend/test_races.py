@@ -28,9 +28,9 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import pytest_asyncio
@@ -78,7 +78,8 @@ class Nodes:
 
 
 async def _listen(v: Volume, started: asyncio.Event) -> None:
-    async with contextlib.aclosing(v.inodes.events()) as stream:
+    events = cast(AsyncGenerator[Any, None], v.inodes.events())
+    async with contextlib.aclosing(events) as stream:
         async for _ in stream:
             started.set()  # the first event is Resync: the cache is on from here
 
