@@ -84,4 +84,6 @@ class KernelInvalidator:
 
     async def _drop_inodes(self, receive: trio.MemoryReceiveChannel[int]) -> None:
         async for ino in receive:
-            await trio.to_thread.run_sync(_drop_inode, ino)
+            # Abandoned on cancellation: at unmount a kernel notification may never
+            # return, and the mount must still finish (the thread dies with it).
+            await trio.to_thread.run_sync(_drop_inode, ino, abandon_on_cancel=True)

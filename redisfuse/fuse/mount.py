@@ -146,7 +146,7 @@ async def _set_read_ahead(mountpoint: str, kib: int) -> None:
     if kib <= 0:
         return
     try:
-        await trio.to_thread.run_sync(_write_read_ahead, mountpoint, kib)
+        await trio.to_thread.run_sync(_write_read_ahead, mountpoint, kib, abandon_on_cancel=True)
     except OSError as exc:
         log.debug("could not set read_ahead_kb of %s: %s", mountpoint, exc)
 
