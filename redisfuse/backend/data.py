@@ -325,17 +325,12 @@ class BlockStore:
         buffer) waits for it and reports its error, and a failed commit's blocks
         go back into the buffer to be committed again.
         """
-        task = dirty.inflight
-        if task is not None:
-            try:
-                await asyncio.shield(task)
-            except Exception as exc:
-                # Kept for the next flush, fsync or close to report; the blocks went
-                # back into the buffer and are committed with it.
-                dirty.error = exc
-            dirty.inflight = None
-            dirty.committing = None
-        if dirty.error is not None:
+        try:
+            await self.settle(dirty)
+        except Exception as exc:
+            # Kept for the next flush, fsync or close to report; the blocks went
+            # back into the buffer and are committed with it.
+            dirty.error = exc
             return
         snap = dirty.detach()
         dirty.committing = snap
