@@ -15,7 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +80,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _start(
-    binary: str, workdir: Path, host: str
+    binary: str, workdir: Path, host: str, extra_args: Sequence[str] = ()
 ) -> tuple[subprocess.Popen[bytes], RedisServer] | str:
     """Start one redis-server and wait for PING.
 
@@ -101,6 +101,7 @@ def _start(
         "--save", "",
         "--appendonly", "no",
         "--daemonize", "no",
+        *extra_args,
     ]  # fmt: skip
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
@@ -132,30 +133,56 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     Unix socket in its tmp dir, and is terminated (killed after a timeout) at
     the end of the session. Skips when redis-server is not installed.
     """
-    binary = _find_redis_server()
-    if binary is None:
-        pytest.skip(
-            "redis-server not found on PATH or at /usr/bin/redis-server (run scripts/setup)"
-        )
-    workdir = tmp_path_factory.mktemp("redis")
-    logs: list[str] = []
-    for _ in range(START_ATTEMPTS):
-        started = _start(binary, workdir, "127.0.0.1")
-        if isinstance(started, str):
-            logs.append(started)
-            if "Address already in use" in started:
-                continue  # lost the race for the port: try another one
-            break
-        proc, server = started
-        try:
-            yield server
-        finally:
+    with _RedisFactory(tmp_path_factory) as start:
+        yield start()
+
+
+class _RedisFactory:
+    """Starts private redis-servers (each on a free port, in its own tmp dir) and
+    stops every one of them on exit."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.tmp_path_factory = tmp_path_factory
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> _RedisFactory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self.procs:
             _stop(proc)
-        return
-    pytest.fail(
-        f"redis-server exited during start-up ({len(logs)} attempt(s)); its log:\n{logs[-1]}",
-        pytrace=False,
-    )
+
+    def __call__(self, *extra_args: str) -> RedisServer:
+        """Start one more server with ``extra_args`` (e.g. ``--maxmemory 16mb``)."""
+        binary = _find_redis_server()
+        if binary is None:
+            pytest.skip(
+                "redis-server not found on PATH or at /usr/bin/redis-server (run scripts/setup)"
+            )
+        workdir = self.tmp_path_factory.mktemp("redis")
+        logs: list[str] = []
+        for _ in range(START_ATTEMPTS):
+            started = _start(binary, workdir, "127.0.0.1", extra_args)
+            if isinstance(started, str):
+                logs.append(started)
+                if "Address already in use" in started:
+                    continue  # lost the race for the port: try another one
+                break
+            proc, server = started
+            self.procs.append(proc)
+            return server
+        pytest.fail(
+            f"redis-server exited during start-up ({len(logs)} attempt(s)); its log:\n{logs[-1]}",
+            pytrace=False,
+        )
+
+
+@pytest.fixture
+def redis_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_RedisFactory]:
+    """Starts extra redis-servers for one test (a small maxmemory, a replica, ACL
+    users...); all are stopped when the test ends."""
+    with _RedisFactory(tmp_path_factory) as factory:
+        yield factory
 
 
 @pytest.fixture

@@ -8,21 +8,25 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import ConnectionError, RedisError, ResponseError, TimeoutError
+from redis.exceptions import RedisError
 
-from ..errors import BackendUnavailable, FSError, NoSpace
+from ..errors import FSError, NoSpace
 from . import events
 from .keys import Keys, SessionId
 from .metacache import MetaCache
 from .model import Settings
+from .redis_errors import RateLimitedLog, redis_error
 from .scripts import Scripts, check
+
+SPACE_SHORT_S = 60.0
+"""After Redis refused a write for lack of memory, freed files are reclaimed at once this long."""
 
 
 def now_ns() -> int:
@@ -60,8 +64,15 @@ class IdAllocator:
     A lost reply to INCRBY wastes a range but never hands one id out twice.
     """
 
-    def __init__(self, client: Redis, key: str, batch: int) -> None:
+    def __init__(
+        self,
+        client: Redis,
+        key: str,
+        batch: int,
+        guard: Callable[[], contextlib.AbstractContextManager[None]],
+    ) -> None:
         self._client = client
+        self._guard = guard
         self._key = key
         self._batch = batch
         self._next = 0
@@ -82,7 +93,8 @@ class IdAllocator:
             while len(out) < count:
                 if self._next >= self._end:
                     want = max(self._batch, count - len(out))
-                    top = int(await self._client.incrby(self._key, want))
+                    with self._guard():
+                        top = int(await self._client.incrby(self._key, want))
                     self._next, self._end = top - want + 1, top + 1
                 take = min(count - len(out), self._end - self._next)
                 out.extend(range(self._next, self._next + take))
@@ -110,10 +122,18 @@ class Context:
     cache: MetaCache = field(default_factory=lambda: MetaCache(ttl=10.0))
     inode_ids: IdAllocator = field(init=False)
     object_ids: IdAllocator = field(init=False)
+    space_short_until: float = 0.0
+    """Until this time (monotonic), space is short: freed data is deleted at once."""
+    _oom_log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(5.0))
+
+    @property
+    def space_short(self) -> bool:
+        """Whether Redis refused a write for lack of memory in the last minute."""
+        return time.monotonic() < self.space_short_until
 
     def __post_init__(self) -> None:
-        self.inode_ids = IdAllocator(self.client, self.keys.counter_ino, 256)
-        self.object_ids = IdAllocator(self.client, self.keys.counter_obj, 1024)
+        self.inode_ids = IdAllocator(self.client, self.keys.counter_ino, 256, self.guard)
+        self.object_ids = IdAllocator(self.client, self.keys.counter_obj, 1024, self.guard)
 
     async def script(
         self,
@@ -226,11 +246,9 @@ class Context:
             raise self.translate(exc) from exc
 
     def translate(self, exc: BaseException) -> FSError:
-        """The one place that maps Redis failures to filesystem errors."""
-        if isinstance(exc, ResponseError) and str(exc).startswith("OOM"):
-            return NoSpace(f"Redis at {self.address} is out of memory")
-        if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
-            return BackendUnavailable(f"Redis at {self.address} is unreachable: {exc}")
-        if isinstance(exc, ResponseError):
-            return BackendUnavailable(f"Redis at {self.address} failed: {exc}")
-        return BackendUnavailable(f"Redis at {self.address}: {exc}")
+        """The one place that maps Redis failures to filesystem errors (see redis_error)."""
+        error = redis_error(exc, self.address)
+        if isinstance(error, NoSpace):
+            self.space_short_until = time.monotonic() + SPACE_SHORT_S
+            self._oom_log.note(str(error.strerror))
+        return error

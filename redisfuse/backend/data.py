@@ -13,7 +13,7 @@ import asyncio
 import errno
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import anyio
 
@@ -88,6 +88,12 @@ class DirtyFile:
         self.blocks = {}
         self.extents = {}
         self.written_ns = 0
+
+    def discard(self) -> None:
+        """Forget every uncommitted write (after a failure was reported to the writer)."""
+        self.clear()
+        self.end = 0
+        self.error = None
 
     def detach(self) -> DirtyFile:
         """Move the buffered blocks into a new DirtyFile, to be committed behind our back."""
@@ -411,6 +417,8 @@ class BlockStore:
             self.keys.blockmap(dirty.ino),
             self.keys.usage,
             self.keys.trash,
+            self.keys.setting,
+            *(self.keys.obj(obj) for obj in ids),
         ]
         with self.ctx.guard():
             pipe = self.ctx.client.pipeline(transaction=False)
@@ -427,30 +435,61 @@ class BlockStore:
                 self.ctx.scripts.queue(pipe, *then)
             self.ctx.publish(pipe, (dirty.ino,))
             try:
-                results = await self.ctx.scripts.execute(self.ctx.client, pipe)
+                results = await self.ctx.scripts.execute(
+                    self.ctx.client, pipe, raise_on_error=False
+                )
             finally:
                 self.ctx.forget((dirty.ino,), ())
-        try:
-            self.ctx.settle_releases(results[commit_at - released : commit_at])
-            res = check("commit", results[commit_at])
-        except FSError:
-            # The inode is gone: the stored objects are garbage now.
-            with self.ctx.guard():
-                if ids:
-                    await self.ctx.client.zadd(
-                        self.keys.trash, {str(i): now // 1_000_000 for i in ids}
-                    )
-            dirty.clear()
-            raise
+        committed = results[commit_at]
+        failed = next((r for r in results if isinstance(r, Exception)), None)
+        if isinstance(committed, Exception) or int(committed[0]) != 0:
+            await self._refused(dirty, ids, committed, failed)
+        self.ctx.settle_releases(
+            [r for r in results[commit_at - released : commit_at] if not isinstance(r, Exception)]
+        )
+        res = committed
         for obj, payload in zip(ids, payloads, strict=True):
             self.cache.put(obj, payload)
         dirty.clear()
         dirty.known_size = int(res[1])
         self.ctx.cache.put_attr(attr_from_pairs(dirty.ino, res[3]))
         dirty.end = 0
+        if failed is not None:
+            raise self.ctx.translate(failed)
         if then is None:
             return None
         return check(then[0], results[commit_at + 1])
+
+    async def _refused(
+        self, dirty: DirtyFile, ids: list[int], committed: Any, failed: Exception | None
+    ) -> NoReturn:
+        """A commit changed nothing: delete its objects and raise why.
+
+        No block map names the new objects, so they go at once (UNLINK works on
+        a full Redis too) instead of waiting for gc. The buffer is kept for the
+        next flush, unless the inode itself is gone. A failed command of the
+        pipeline (an object SET refused by a full Redis: ENOSPC) is the reason
+        when there is one; else the script's own status is.
+        """
+        if ids:
+            try:
+                with self.ctx.guard():
+                    await self.ctx.client.unlink(*(self.keys.obj(i) for i in ids))
+            except FSError as exc:
+                log.warning("could not delete %d uncommitted objects (gc will): %s", len(ids), exc)
+        if failed is not None:
+            raise self.ctx.translate(failed)
+        status = int(committed[0])
+        if status == errno.ENOENT:
+            dirty.clear()
+        elif status == errno.EIO:
+            log.error(
+                "commit to inode %d of volume %s refused: one of its objects was not stored",
+                dirty.ino,
+                self.keys.volume,
+            )
+        check("commit", committed)
+        raise AssertionError("check() raises for every status but 0")
 
     async def reclaim(self, inos: list[int]) -> None:
         """Delete the objects and block maps of freed inodes, then drop them from ``reclaim``.

@@ -9,12 +9,14 @@ With ``repair=True`` each finding is fixed as it is found: dangling entries are
 removed, nlink, parent, byte and usage counters are set to what the tree says,
 unreachable inodes are freed (or kept as orphans while open), orphans without
 inodes dropped, map entries of missing objects removed (those blocks read as
-holes), and leaked objects idle for ``min_idle`` seconds deleted. Run it on a
-quiet volume: a repair races with writers as any offline fsck would.
+holes, with a log line naming the file), and leaked objects idle for
+``min_idle`` seconds deleted. Run it on a quiet volume: a repair races with
+writers as any offline fsck would.
 """
 
 from __future__ import annotations
 
+import logging
 import stat
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,6 +25,8 @@ from typing import cast
 from redis.asyncio import Redis
 
 from .keys import ROOT_INO, Keys
+
+log = logging.getLogger(__name__)
 
 LEAK_MIN_IDLE_S = 60
 """A leaked object younger than this may belong to a flush still in flight."""
@@ -77,6 +81,23 @@ class _Checker:
         self.repair = repair
         self.min_idle = min_idle
         self.report = FsckReport()
+        self.names: dict[int, tuple[int, bytes]] = {}
+        """One (parent, name) of each named inode, to name files in repairs."""
+
+    def path(self, ino: int) -> str:
+        """A path of ``ino`` for messages ('?' where the tree is broken)."""
+        parts: list[str] = []
+        seen = {ino}
+        while ino != ROOT_INO:
+            found = self.names.get(ino)
+            if found is None:
+                return "?/" + "/".join(reversed(parts)) if parts else f"<inode {ino}>"
+            ino, name = found
+            parts.append(name.decode(errors="replace"))
+            if ino in seen:
+                break
+            seen.add(ino)
+        return "/" + "/".join(reversed(parts))
 
     def problem(self, text: str) -> None:
         self.report.problems.append(text)
@@ -114,6 +135,7 @@ class _Checker:
                         self.fixed(f"removed entry {name!r} of directory {ino}")
                     continue
                 links[child] += 1
+                self.names.setdefault(child, (ino, name))
                 if stat.S_ISDIR(int(attrs[child][b"mode"])):
                     subdirs[ino] += 1
                     parents[child] = ino
@@ -234,7 +256,14 @@ class _Checker:
             return recorded
         if missing:
             await client.hdel(keys.blockmap(ino), *missing)
-            self.fixed(f"dropped {len(missing)} blocks of inode {ino} whose objects are gone")
+            ordered = sorted(missing, key=lambda i: (len(i), i))
+            blocks = ", ".join(i.decode(errors="replace") for i in ordered)
+            text = (
+                f"{self.path(ino)} (inode {ino}): block(s) {blocks} now read as zeros; "
+                "their objects were missing or their entries garbled"
+            )
+            log.warning("fsck repaired %s", text)
+            self.fixed(text)
         if valid_sum - lost != recorded:
             await client.hset(keys.inode(ino), "bytes", valid_sum - lost)
             self.fixed(f"set bytes of inode {ino} to {valid_sum - lost}")

@@ -72,14 +72,22 @@ class DirEntry:
 
 @dataclass(frozen=True, slots=True)
 class StatFs:
-    """Volume-wide usage as statfs reports it."""
+    """Volume-wide usage and room, as statfs reports it (see capacity.py)."""
 
     block_size: int
     bytes_used: int
+    """Bytes the volume's files hold (before compression)."""
     inodes_used: int
     bytes_total: int
+    """The size of the space the volume lives in: its quota, or Redis' memory."""
+    bytes_free: int
+    """What may still be written: the least of the quota's and Redis' free room."""
     inodes_total: int
     name_max: int = MAX_NAME
+    quota_bytes: int = 0
+    """The volume's byte quota (0: none)."""
+    quota_inodes: int = 0
+    """The volume's inode quota (0: none)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -148,6 +148,7 @@ class Namespace:
                 self.keys.symlink(ino),
                 self.keys.usage,
                 self.keys.open_files(self.ctx.session),
+                self.keys.setting,
             ]
             args: list[Any] = [name, ino, mode, uid, gid, rdev, now, target, int(open_it), parent]
             try:

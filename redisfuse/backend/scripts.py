@@ -1,7 +1,10 @@
 """Loads the Lua scripts and runs them, alone or inside a pipeline.
 
 Each script in ``lua/`` starts with a header naming its KEYS, ARGV and return
-value; ``lib.lua`` is prepended to all of them. Scripts are loaded once with
+value; ``lib.lua`` is prepended to all of them (after a first ``#!lua flags=...``
+line, which Redis 7 reads as the script's flags: ``allow-oom`` marks the few
+scripts that must run on a full Redis because they free space or only rewrite
+what exists: release, unlink, setattr, and the session's own). Scripts are loaded once with
 SCRIPT LOAD and called by EVALSHA; after a Redis restart forgets them
 (NOSCRIPT) they are loaded again and the call repeated, which is safe because
 a script that failed with NOSCRIPT did nothing. redis-py's own ``Script`` is not
@@ -38,6 +41,9 @@ SCRIPT_NAMES = (
     "lock",
     "extend",
     "unlock",
+    "heartbeat",
+    "session_id",
+    "register",
 )
 
 STALE = -1
@@ -56,12 +62,20 @@ class Stale(Exception):
         self.detail = detail
 
 
+def _assemble(lib: str, own: str) -> str:
+    """``lib`` + the script's own text, keeping a shebang (Redis 7 script flags) first."""
+    if own.startswith("#!"):
+        shebang, _, body = own.partition("\n")
+        return f"{shebang}\n{lib}\n{body}"
+    return f"{lib}\n{own}"
+
+
 class Scripts:
     """The volume's Lua scripts, by name, with their SHA1 digests."""
 
     def __init__(self) -> None:
         lib = _source("lib")
-        self.sources = {name: lib + "\n" + _source(name) for name in SCRIPT_NAMES}
+        self.sources = {name: _assemble(lib, _source(name)) for name in SCRIPT_NAMES}
         self.shas = {n: hashlib.sha1(s.encode()).hexdigest() for n, s in self.sources.items()}
 
     async def load(self, client: Redis) -> None:
@@ -84,8 +98,14 @@ class Scripts:
         """Queue a script call on a pipeline; check its result with :func:`check`."""
         pipe.evalsha(self.shas[name], len(keys), *keys, *args)
 
-    async def execute(self, client: Redis, pipe: Pipeline) -> list[Any]:
-        """Execute a pipeline holding script calls, reloading scripts on NOSCRIPT."""
+    async def execute(
+        self, client: Redis, pipe: Pipeline, *, raise_on_error: bool = True
+    ) -> list[Any]:
+        """Execute a pipeline holding script calls, reloading scripts on NOSCRIPT.
+
+        With ``raise_on_error`` the first failed command's error is raised;
+        without it, failed commands appear as exceptions among the results.
+        """
         commands = list(pipe.command_stack)
         results: list[Any] = await pipe.execute(raise_on_error=False)
         if any(isinstance(r, NoScriptError) for r in results):
@@ -93,6 +113,8 @@ class Scripts:
             again = client.pipeline(transaction=False)
             again.command_stack = commands
             results = await again.execute(raise_on_error=False)
+        if not raise_on_error:
+            return results
         for r in results:
             if isinstance(r, Exception):
                 raise r

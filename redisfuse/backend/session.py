@@ -62,23 +62,22 @@ class Sessions:
         return time.monotonic() - self.last_beat < self.timeout
 
     async def register(self, mountpoint: str) -> SessionId:
-        client = self.ctx.client
-        with self.ctx.guard():
-            sid = SessionId(int(await client.incr(self.keys.counter_sess)))
-            pipe = client.pipeline(transaction=True)
-            pipe.hset(
-                self.keys.session(sid),
-                mapping={
-                    "host": socket.gethostname(),
-                    "pid": os.getpid(),
-                    "mountpoint": mountpoint,
-                    "version": __version__,
-                    "started": now_ns(),
-                    "timeout": self.timeout_ms,
-                },
-            )
-            pipe.zadd(self.keys.sessions, {str(sid): _now_ms() + self.timeout_ms})
-            await pipe.execute()
+        """Register this node's session (also on a full Redis: see register.lua)."""
+        res = await self.ctx.script("session_id", [self.keys.counter_sess], [])
+        sid = SessionId(int(res[1]))
+        fields = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "mountpoint": mountpoint,
+            "version": __version__,
+            "started": now_ns(),
+            "timeout": self.timeout_ms,
+        }
+        await self.ctx.script(
+            "register",
+            [self.keys.session(sid), self.keys.sessions],
+            [sid, _now_ms() + self.timeout_ms, *(x for kv in fields.items() for x in kv)],
+        )
         self.ctx.session = sid
         self.last_beat = time.monotonic()
         await self.refresh_peers()
@@ -103,15 +102,11 @@ class Sessions:
             self.ctx.peers = (*self.ctx.peers, sid)
 
     async def heartbeat(self) -> None:
-        """Renew our lease (XX: a session already reclaimed by others stays dead)."""
-        with self.ctx.guard():
-            updated = await self.ctx.client.zadd(
-                self.keys.sessions,
-                {str(self.ctx.session): _now_ms() + self.timeout_ms},
-                xx=True,
-                ch=True,
-            )
-        if not updated:
+        """Renew our lease, also on a full Redis (heartbeat.lua says why)."""
+        res = await self.ctx.script(
+            "heartbeat", [self.keys.sessions], [self.ctx.session, _now_ms() + self.timeout_ms]
+        )
+        if not int(res[1]):
             log.error(
                 "session %d was declared dead by another node; its open files were released there",
                 self.ctx.session,

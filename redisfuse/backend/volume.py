@@ -21,11 +21,13 @@ from typing import cast
 
 import anyio
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from .. import __version__
-from ..errors import FormatError, FSError, ReadOnly
+from ..errors import BackendUnavailable, FormatError, FSError, ReadOnly
 from . import events
 from .cache import ObjectCache
+from .capacity import Capacity
 from .connect import RedisOptions, connect
 from .context import Context, now_ns
 from .data import READ_AHEAD_BLOCKS, BlockStore, DirtyFile
@@ -46,6 +48,7 @@ from .model import (
 )
 from .namespace import Namespace
 from .paths import Volume
+from .redis_errors import redis_error
 from .scripts import Scripts
 from .session import Sessions
 from .xattrs import Xattrs
@@ -80,6 +83,22 @@ class OpenFile:
     @property
     def append(self) -> bool:
         return bool(self.flags & os.O_APPEND)
+
+
+MIN_REDIS = (7, 0)
+"""Redis 7 reads the flags of scripts that must run on a full Redis (see scripts.py)."""
+
+
+async def _check_server(client: Redis, address: str) -> None:
+    """Refuse a Redis too old for the scripts, in one line."""
+    info = await client.info("server")
+    version = str(info.get("redis_version", "0"))
+    numbers = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    if numbers < MIN_REDIS:
+        raise BackendUnavailable(
+            f"Redis at {address} is version {version}; RedisFUSE needs Redis "
+            f"{'.'.join(map(str, MIN_REDIS))} or newer"
+        )
 
 
 async def _load_settings(client: Redis, keys: Keys, codec: str, read_only: bool) -> Settings:
@@ -148,6 +167,7 @@ class Inodes:
         self._local_opens: dict[int, int] = {}
         self._closed = False
         self.sessions = Sessions(ctx, session_timeout)
+        self.capacity = Capacity(ctx)
         self._fenced = False
 
     def __repr__(self) -> str:
@@ -216,7 +236,8 @@ class Inodes:
         """
         if fate == 2:
             self.ctx.freed += 1
-        if self.ctx.freed >= RECLAIM_BATCH:
+        if self.ctx.freed >= RECLAIM_BATCH or (self.ctx.freed and self.ctx.space_short):
+            # While Redis is short of memory, a freed file's data goes at once.
             await self.reclaim_pending()
 
     async def reclaim_pending(self) -> int:
@@ -413,18 +434,8 @@ class Inodes:
         await self.xattrs.remove(ino, name)
 
     async def statfs(self) -> StatFs:
-        """Usage counters; this node's pending releases are sent first, so that space
-        freed by a last close shows at once."""
-        await self.ctx.flush_releases()
-        with self.ctx.guard():
-            inodes, used = await self.ctx.client.hmget(self.keys.usage, ["inodes", "bytes"])
-        return StatFs(
-            block_size=self.settings.block_size,
-            bytes_used=int(used or 0),
-            inodes_used=int(inodes or 0),
-            bytes_total=MAX_FILE_SIZE,
-            inodes_total=1 << 40,
-        )
+        """Usage against the room the volume has (capacity.py says where it comes from)."""
+        return await self.capacity.statfs()
 
     # -- open files ------------------------------------------------------------
 
@@ -488,6 +499,12 @@ class Inodes:
             raise FSError(errno.EINVAL, "negative offset")
         dirty = self._dirty[of.ino]
         async with dirty.lock:
+            if dirty.error is not None:
+                # A commit behind this writer failed (a full Redis: ENOSPC): the
+                # writer learns it now, not only at close. Its blocks stay
+                # buffered and are committed again by the next flush.
+                error, dirty.error = dirty.error, None
+                raise error
             if of.append:
                 await self._append(dirty, data)
                 return len(data)
@@ -530,6 +547,15 @@ class Inodes:
         of = self._file(fh)
         try:
             await self.flush(fh)
+        except FSError:
+            if of.writable and not any(
+                h.writable and h.ino == of.ino for f, h in self._handles.items() if f != fh
+            ):
+                # This close reports the failure; the writes that failed are dropped
+                # with it, as a local disk drops them, instead of resurfacing in the
+                # close of a handle (a reader's, say) that never wrote them.
+                self._dirty[of.ino].discard()
+            raise
         finally:
             del self._handles[fh]
             left = self._local_opens[of.ino] - 1
@@ -577,19 +603,29 @@ async def open_volume(
     options: RedisOptions | None = None,
     session_timeout: float = 60.0,
     metadata_ttl: float = 10.0,
+    quota_bytes: int | None = None,
+    quota_inodes: int | None = None,
 ) -> AsyncIterator[Volume]:
     """Open (and on first use format) a volume; close it cleanly on exit.
 
     Pass a Redis URL (``redis://``, ``rediss://``, ``unix://``) or host, port, db
     and password. Raises BackendUnavailable when Redis cannot be reached and
     FormatError when the volume was formatted by an incompatible version (or,
-    opened ``read_only``, was never formatted).
+    opened ``read_only``, was never formatted); other FSErrors when Redis refuses
+    (NoSpace: full and the volume not yet formatted; ReadOnly: a replica).
+    ``quota_bytes`` and ``quota_inodes`` set the volume's quotas (0 removes one;
+    None leaves it as it is): every mount of the volume reports and enforces them.
     """
     opts = options or RedisOptions(url=url, host=host, port=port, db=db, password=password)
     keys = Keys(volume)
     client = await connect(opts)
     try:
-        settings = await _load_settings(client, keys, codec, read_only)
+        try:
+            await _check_server(client, opts.address)
+            settings = await _load_settings(client, keys, codec, read_only)
+        except RedisError as exc:
+            # Full, a read-only replica, a command renamed or denied: one clear error.
+            raise redis_error(exc, opts.address) from exc
         ctx = Context(client, keys, Scripts(), settings, opts.address)
         inodes = Inodes(
             ctx,
@@ -601,6 +637,9 @@ async def open_volume(
         ctx.cache.ttl = metadata_ttl
         try:
             await inodes.sessions.register(mountpoint)
+            if quota_bytes is not None or quota_inodes is not None:
+                inodes._writable()
+                await inodes.capacity.set_quota(bytes_=quota_bytes, inodes=quota_inodes)
             yield Volume(inodes)
         finally:
             await inodes.aclose()

@@ -9,9 +9,10 @@ import argparse
 import datetime
 import sys
 
-from ..backend import BackendUnavailable, FormatError, RedisOptions, open_volume
+from ..backend import RedisOptions, open_volume
 from ..backend.fsck import fsck
-from .errors import EXIT_FAILURE, EXIT_FORMAT, EXIT_REDIS, UsageError
+from ..errors import FSError
+from .errors import EXIT_FAILURE, startup_error
 
 
 def _out(line: str = "") -> None:
@@ -34,7 +35,7 @@ async def run(command: str, args: argparse.Namespace, options: RedisOptions) -> 
                 dead = await fs.sessions.dead(args.session_timeout)
                 for sid in dead:
                     await fs.sessions.reclaim(sid)
-                purged = await fs.gc()
+                purged = await fs.gc(grace_ms=int(args.grace * 1000))
                 _out(f"reclaimed {len(dead)} dead sessions, deleted {purged} replaced objects")
                 return 0
             report = await fsck(fs.ctx.client, vol.name, repair=args.repair)
@@ -47,10 +48,8 @@ async def run(command: str, args: argparse.Namespace, options: RedisOptions) -> 
                 _out("after repair: " + ("consistent" if after.ok else str(after)))
                 return 0 if after.ok else EXIT_FAILURE
             return EXIT_FAILURE
-    except FormatError as exc:
-        raise UsageError(str(exc.strerror), EXIT_FORMAT) from exc
-    except BackendUnavailable as exc:
-        raise UsageError(str(exc.strerror), EXIT_REDIS) from exc
+    except FSError as exc:
+        raise startup_error(exc) from exc
 
 
 async def _status(name: str, fs) -> int:  # type: ignore[no-untyped-def]
@@ -64,6 +63,10 @@ async def _status(name: str, fs) -> int:  # type: ignore[no-untyped-def]
     )
     _out(f"created     {_when(settings.created_ns // 1_000_000)}")
     _out(f"usage       {usage.inodes_used} inodes, {usage.bytes_used} bytes")
+    quota = f" (quota {usage.quota_bytes} bytes)" if usage.quota_bytes else ""
+    _out(f"room        {usage.bytes_free} of {usage.bytes_total} bytes free{quota}")
+    if usage.quota_inodes:
+        _out(f"inodes      quota {usage.quota_inodes}")
     sessions = [s for s in await fs.sessions.list() if s.sid != fs.ctx.session]
     _out(f"sessions    {len(sessions)}")
     for s in sessions:

@@ -56,6 +56,23 @@ def _add_redis_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+
+
+def parse_size(text: str) -> int:
+    """``10G``, ``512M``, ``1.5T`` or plain bytes (binary units, an optional ``iB``/``B``)."""
+    raw = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = raw[-1:] if raw[-1:] in _SIZE_UNITS and raw[-1:] else ""
+    number = raw[: len(raw) - len(unit)]
+    try:
+        value = float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 10G or 512M)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a size cannot be negative: {text!r}")
+    return int(value * _SIZE_UNITS[unit])
+
+
 def _add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("mountpoint", help="existing empty directory to mount the volume on")
     _add_redis_arguments(parser)
@@ -128,6 +145,19 @@ def _add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MIB",
         help="buffered writes per file before a commit, in MiB (default 4)",
     )
+    tuning.add_argument(
+        "--quota",
+        type=parse_size,
+        metavar="SIZE",
+        help="set the volume's size limit, kept in Redis for every mount (e.g. 10G; "
+        "0 removes it); df reports it, writes past it fail with ENOSPC",
+    )
+    tuning.add_argument(
+        "--inode-quota",
+        type=int,
+        metavar="N",
+        help="set the volume's limit on files and directories (0 removes it)",
+    )
     logs = parser.add_argument_group("logging")
     logs.add_argument(
         "--debug",
@@ -168,6 +198,14 @@ def main_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="also count sessions silent this long as dead (default: only "
         "sessions past their own declared timeout)",
+    )
+    gc.add_argument(
+        "--grace",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="delete replaced data older than this (default 60: a reader may still "
+        "hold an older block map); 0 frees all of it now, when space is short",
     )
     bench.add_arguments(sub.add_parser("bench", help="run the benchmark workloads in a directory"))
     fsck = sub.add_parser("fsck", help="check the volume's consistency (and repair it)")
@@ -284,6 +322,8 @@ def _mount(args: argparse.Namespace, argv: Sequence[str]) -> int:
         write_buffer_bytes=args.write_buffer * MIB,
         session_timeout=args.session_timeout,
         read_ahead_kb=args.read_ahead,
+        quota_bytes=args.quota,
+        quota_inodes=args.inode_quota,
     )
     mount.run(config)
     return 0

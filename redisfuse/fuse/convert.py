@@ -41,11 +41,10 @@ def negative_entry(entry_timeout: float) -> pyfuse3.EntryAttributes:
 def statvfs(stats: StatFs) -> pyfuse3.StatvfsData:
     out = pyfuse3.StatvfsData()
     frsize = stats.block_size
-    total = max(stats.bytes_total, stats.bytes_used)
     out.f_bsize = frsize
     out.f_frsize = frsize
-    out.f_blocks = total // frsize
-    out.f_bfree = (total - stats.bytes_used) // frsize
+    out.f_blocks = stats.bytes_total // frsize
+    out.f_bfree = min(stats.bytes_free, stats.bytes_total) // frsize
     out.f_bavail = out.f_bfree
     out.f_files = stats.inodes_total
     out.f_ffree = max(stats.inodes_total - stats.inodes_used, 0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import FormatError, FSError
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -18,3 +20,9 @@ class UsageError(Exception):
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
+
+
+def startup_error(exc: FSError) -> UsageError:
+    """The one line (and exit code) for a volume that could not be opened."""
+    code = EXIT_FORMAT if isinstance(exc, FormatError) else EXIT_REDIS
+    return UsageError(str(exc.strerror), code)

@@ -18,8 +18,9 @@ import pyfuse3
 import trio
 import trio_asyncio
 
-from ..backend import BackendUnavailable, FormatError, RedisOptions, open_volume
-from .errors import EXIT_FORMAT, EXIT_FUSE, EXIT_MOUNTPOINT, EXIT_REDIS, UsageError
+from ..backend import RedisOptions, open_volume
+from ..errors import FSError
+from .errors import EXIT_FUSE, EXIT_MOUNTPOINT, UsageError, startup_error
 from .invalidate import KernelInvalidator
 from .operations import Operations
 
@@ -44,6 +45,9 @@ class MountConfig:
     max_tasks: int = 64
     session_timeout: float = 60.0
     read_ahead_kb: int = 1024
+    quota_bytes: int | None = None
+    """Set the volume's byte quota (0 removes it; None leaves it as it is)."""
+    quota_inodes: int | None = None
 
 
 def check_mountpoint(path: str) -> None:
@@ -87,13 +91,13 @@ async def _serve(config: MountConfig) -> None:
             mountpoint=config.mountpoint,
             session_timeout=config.session_timeout,
             metadata_ttl=config.attr_timeout,
+            quota_bytes=config.quota_bytes,
+            quota_inodes=config.quota_inodes,
         )
         try:
             volume = await trio_asyncio.aio_as_trio(volume_cm.__aenter__)()
-        except FormatError as exc:
-            raise UsageError(str(exc.strerror), EXIT_FORMAT) from exc
-        except BackendUnavailable as exc:
-            raise UsageError(str(exc.strerror), EXIT_REDIS) from exc
+        except FSError as exc:
+            raise startup_error(exc) from exc
         exc_info: tuple[Any, Any, Any] = (None, None, None)
         try:
             ops = Operations(

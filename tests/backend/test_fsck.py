@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 from redis.asyncio import Redis
 
 from redisfuse.backend import ROOT_INO, Volume
@@ -83,3 +86,25 @@ async def test_garbled_block_map_entry_is_reported_and_dropped(
     await fsck(raw, volume_name, repair=True, min_idle=0)
     assert (await fsck(raw, volume_name)).ok
     assert await vol.read_file("/f") == b"q" * 1000
+
+
+async def test_a_missing_object_becomes_a_hole_named_in_the_log(
+    vol: Volume, raw: Redis, volume_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = Keys(volume_name)
+    await vol.makedirs("/d")
+    data = bytes(range(256)) * 256 * 3  # three 64 KiB blocks
+    await vol.write_file("/d/f", data)
+    f = await vol.stat("/d/f")
+    lost = int((await raw.hget(keys.blockmap(f.ino), "1")).split(b":")[0])
+    await raw.delete(keys.obj(lost))
+    report = await fsck(raw, volume_name)
+    assert any(f"object {lost} (block 1 of inode {f.ino}) is missing" in p for p in report.problems)
+
+    with caplog.at_level(logging.WARNING, logger="redisfuse.backend.fsck"):
+        repaired = await fsck(raw, volume_name, repair=True)
+    assert any("/d/f" in r and "zeros" in r for r in repaired.repairs), str(repaired)
+    assert any("/d/f" in r.getMessage() for r in caplog.records)
+    assert (await fsck(raw, volume_name)).ok
+    block = 65536
+    assert await vol.read_file("/d/f") == data[:block] + bytes(block) + data[2 * block :]

@@ -1,25 +1,42 @@
 -- Commits written blocks: swaps new object ids into the block map and grows
 -- the size, in the same step that updates mtime/ctime. Replaced objects go to
 -- the trash (deleted after a grace period: readers may still hold the old map).
--- KEYS[1] i:INO  KEYS[2] m:INO  KEYS[3] usage  KEYS[4] trash
+-- Nothing changes unless every new object is in Redis: the objects' SETs travel
+-- in the same pipeline, and on a full Redis some of them fail while this script
+-- may still run, which must never leave the map pointing at nothing.
+-- KEYS[1] i:INO  KEYS[2] m:INO  KEYS[3] usage  KEYS[4] trash  KEYS[5] setting
+-- KEYS[6..] o:OBJ of each new object, in the order of the triples below
 -- ARGV[1] new mtime/ctime (ns): the time of the last buffered write
 -- ARGV[2] now (ms)  ARGV[3] minimum size after the write
 -- ARGV[4..] triples: block index, object id, valid bytes
--- Returns {0, size, version, {attribute field, value, ...}} or {ENOENT} (the inode is
--- gone; nothing changed).
+-- Returns {0, size, version, {attribute field, value, ...}}; {ENOENT} (the inode
+-- is gone), {EIO, n} (the n-th new object is missing) or {ENOSPC} (the volume's
+-- byte quota would be exceeded), with nothing changed.
 if redis.call('EXISTS', KEYS[1]) == 0 then return {ENOENT} end
+for k = 6, #KEYS do
+  if redis.call('EXISTS', KEYS[k]) == 0 then return {EIO, k - 5} end
+end
+local olds = {}
 local delta = 0
 for k = 4, #ARGV, 3 do
   local old = redis.call('HGET', KEYS[2], ARGV[k])
+  olds[k] = old
   if old then
-    local obj, valid = string.match(old, '^(%d+):(%d+)$')
+    local _, valid = string.match(old, '^(%d+):(%d+)$')
+    delta = delta - tonumber(valid)
+  end
+  delta = delta + tonumber(ARGV[k + 2])
+end
+if delta > 0 and over_quota(KEYS[5], KEYS[3], 'bytes', delta) then return {ENOSPC} end
+for k = 4, #ARGV, 3 do
+  local old = olds[k]
+  if old then
+    local obj = string.match(old, '^(%d+):')
     -- A replay of this very commit (the reply was lost and the client retried)
     -- finds its own object here: it must not be trashed.
     if obj ~= ARGV[k + 1] then redis.call('ZADD', KEYS[4], ARGV[2], obj) end
-    delta = delta - tonumber(valid)
   end
   redis.call('HSET', KEYS[2], ARGV[k], ARGV[k + 1] .. ':' .. ARGV[k + 2])
-  delta = delta + tonumber(ARGV[k + 2])
 end
 if delta ~= 0 then
   redis.call('HINCRBY', KEYS[1], 'bytes', delta)

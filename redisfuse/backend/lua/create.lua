@@ -1,16 +1,17 @@
 -- Creates a new inode under a name: regular file, directory, symlink, fifo,
 -- socket or device; optionally opens it for the calling session.
 -- KEYS[1] d:PARENT  KEYS[2] i:PARENT  KEYS[3] i:NEW  KEYS[4] s:NEW
--- KEYS[5] usage  KEYS[6] open:SID
+-- KEYS[5] usage  KEYS[6] open:SID  KEYS[7] setting
 -- ARGV[1] name  ARGV[2] new ino  ARGV[3] mode  ARGV[4] uid  ARGV[5] gid
 -- ARGV[6] rdev  ARGV[7] now (ns)  ARGV[8] symlink target ('' for none)
 -- ARGV[9] 1 to open it  ARGV[10] parent ino
--- Returns {0, seq, mode, gid, {parent attribute field, value, ...}} or {errno}; {-1}
--- if the new ino is taken.
+-- Returns {0, seq, mode, gid, {parent attribute field, value, ...}} or {errno}
+-- (ENOSPC: the volume's inode quota is reached); {-1} if the new ino is taken.
 local err = check_dir(KEYS[2])
 if err then return {err} end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {EEXIST} end
 if redis.call('EXISTS', KEYS[3]) == 1 then return {STALE} end
+if over_quota(KEYS[7], KEYS[5], 'inodes', 1) then return {ENOSPC} end
 local mode = tonumber(ARGV[3])
 local gid = ARGV[5]
 local isdir = is_dir_mode(mode)

@@ -4,8 +4,8 @@
 -- Return convention of every script: {0, ...} on success, {errno} on a POSIX
 -- error (nothing changed), {-1, ...} when the caller's view of the namespace
 -- was stale (nothing changed; the caller re-resolves names and retries).
-local ENOENT, EEXIST, EPERM, EIO, ENOTDIR, EISDIR, EINVAL, ENOTEMPTY, ENODATA =
-      2, 17, 1, 5, 20, 21, 22, 39, 61
+local ENOENT, EEXIST, EPERM, EIO, ENOTDIR, EISDIR, EINVAL, ENOSPC, ENOTEMPTY, ENODATA =
+      2, 17, 1, 5, 20, 21, 22, 28, 39, 61
 local STALE = -1
 local S_IFMT, S_IFDIR = 0xF000, 0x4000
 
@@ -59,4 +59,13 @@ local function drop_inode(ino, ikey, dkey, xkey, skey, mkey, usage, reclaim, orp
     redis.call('ZADD', reclaim, nowms, ino)
   end
   return 2
+end
+
+-- Whether adding ``delta`` to the volume's usage field ``what`` ('bytes' or
+-- 'inodes') would pass its quota (setting field quota_bytes / quota_inodes;
+-- unset or 0: no quota).
+local function over_quota(setting, usage, what, delta)
+  local quota = tonumber(redis.call('HGET', setting, 'quota_' .. what) or '0')
+  if quota <= 0 then return false end
+  return tonumber(redis.call('HGET', usage, what) or '0') + delta > quota
 end

@@ -1,7 +1,9 @@
+#!lua flags=allow-oom
 -- Registers an open handle of the calling session and returns fresh
 -- attributes (close-to-open consistency: the caller compares versions) and
 -- the first entries of the block map (so that the first read needs no map
 -- round trip).
+-- Runs on a full Redis too (allow-oom): files stay readable there; it only counts.
 -- KEYS[1] i:INO  KEYS[2] open:SID  KEYS[3] m:INO
 -- ARGV[1] ino  ARGV[2..] block indexes to return
 -- Returns {0, {attribute field, value, ...}, {map value or false per index}} or

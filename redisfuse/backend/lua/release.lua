@@ -1,5 +1,7 @@
+#!lua flags=allow-oom
 -- Drops open handles of a session; frees the inode when it was the last
 -- holder of a file that has no names left.
+-- Runs on a full Redis too (allow-oom): a close must always succeed, and it only frees.
 -- KEYS[1] i:INO  KEYS[2] open:SID  KEYS[3] d:INO  KEYS[4] x:INO  KEYS[5] s:INO
 -- KEYS[6] m:INO  KEYS[7] usage  KEYS[8] reclaim  KEYS[9] orphans
 -- ARGV[1] ino  ARGV[2] number of handles released  ARGV[3] now (ms)

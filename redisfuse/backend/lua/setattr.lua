@@ -1,4 +1,6 @@
+#!lua flags=allow-oom
 -- Changes attributes; a size change truncates or extends the block map.
+-- Runs on a full Redis too (allow-oom): it rewrites existing fields, and a truncation frees space.
 -- KEYS[1] i:INO  KEYS[2] m:INO  KEYS[3] usage  KEYS[4] trash
 -- ARGV[1] now (ns)  ARGV[2] now (ms)  ARGV[3] mode  ARGV[4] uid  ARGV[5] gid
 -- ARGV[6] size  ARGV[7] atime  ARGV[8] mtime  ARGV[9] ctime  ARGV[10] block size

@@ -1,4 +1,6 @@
+#!lua flags=allow-oom
 -- Removes a name (unlink) or an empty directory (rmdir).
+-- Runs on a full Redis too (allow-oom): removing files is how space is freed.
 -- KEYS[1] d:PARENT  KEYS[2] i:PARENT  KEYS[3] i:CHILD  KEYS[4] d:CHILD
 -- KEYS[5] x:CHILD  KEYS[6] s:CHILD  KEYS[7] m:CHILD  KEYS[8] usage
 -- KEYS[9] reclaim  KEYS[10] orphans
