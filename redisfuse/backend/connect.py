@@ -7,7 +7,11 @@ into one clear error that names the address.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -15,6 +19,10 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import AuthenticationError, ConnectionError, ResponseError, TimeoutError
 
 from ..errors import BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +38,8 @@ class RedisOptions:
     connect_timeout: float = 5.0
     retry_deadline: float = 30.0
     """How long an operation keeps retrying while Redis is unreachable before failing (EIO)."""
+    retry_base: float = 0.05
+    """First backoff between retries (doubling, jittered, capped at 1 s)."""
 
     @property
     def address(self) -> str:
@@ -40,11 +50,61 @@ class RedisOptions:
         return f"{self.host}:{self.port}/{self.db}"
 
 
-def make_client(options: RedisOptions) -> Redis:
+@dataclass(slots=True)
+class RetryStats:
+    """How often this client retried a command, by the error that made it retry."""
+
+    total: int = 0
+    causes: Counter[str] = field(default_factory=Counter)
+
+    def __repr__(self) -> str:
+        return f"<RetryStats {self.total} {dict(self.causes)}>"
+
+
+class CountingRetry(Retry):
+    """redis-py's retry, counting each retry and its cause and logging it at DEBUG.
+
+    redis-py resends the same command (or the whole pipeline) after a broken
+    connection, also when Redis had run it and only the reply was lost; the
+    mutating scripts make that safe (lib.lua's once()).
+    """
+
+    def __init__(self, backoff: ExponentialWithJitterBackoff, retries: int) -> None:
+        super().__init__(backoff, retries)
+        self.stats = RetryStats()
+
+    async def call_with_retry(
+        self,
+        do: Callable[[], Awaitable[T]],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        async def counted(error: Exception, *count: int) -> Any:
+            self.stats.total += 1
+            self.stats.causes[type(error).__name__] += 1
+            log.debug("Redis command retried after %s: %s", type(error).__name__, error)
+            return await fail(error, *count)
+
+        return await super().call_with_retry(do, counted, is_retryable, with_failure_count)
+
+
+def retry_stats(client: Redis) -> RetryStats | None:
+    """The retry counters of a client made by :func:`make_client`."""
+    retry = client.get_retry()
+    return retry.stats if isinstance(retry, CountingRetry) else None
+
+
+FIRST_PING_RETRIES = 2
+"""A first PING whose connection broke is sent again this often (not the whole deadline)."""
+
+
+def make_client(options: RedisOptions, retries: int | None = None) -> Redis:
     """Create (but do not yet connect) a binary-safe client with retries."""
     # Backoff doubles from 50 ms to a 1 s cap, so the retries span about retry_deadline.
-    retries = int(options.retry_deadline) + 5 if options.retry_deadline > 0 else 0
-    retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries)
+    if retries is None:
+        retries = int(options.retry_deadline) + 5 if options.retry_deadline > 0 else 0
+    retry = CountingRetry(ExponentialWithJitterBackoff(base=options.retry_base, cap=1.0), retries)
     common = {
         "decode_responses": False,
         "socket_timeout": options.socket_timeout,
@@ -68,10 +128,11 @@ async def connect(options: RedisOptions) -> Redis:
     """Return a client that has answered PING, or raise BackendUnavailable.
 
     The first PING does not wait out the retry deadline: a server that is not
-    there at start-up is a configuration error to report at once.
+    there at start-up is a configuration error to report at once (after two
+    quick retries, for a connection that broke on the way).
     """
     try:
-        client = make_client(replace(options, retry_deadline=0))
+        client = make_client(options, retries=FIRST_PING_RETRIES)
     except ValueError as exc:
         raise BackendUnavailable(f"invalid Redis URL {options.address!r}: {exc}") from exc
     try:

@@ -23,7 +23,10 @@ from .keys import Keys, SessionId
 from .metacache import MetaCache
 from .model import Settings
 from .redis_errors import RateLimitedLog, redis_error
-from .scripts import Scripts, check
+from .scripts import ONCE_SCRIPTS, Scripts, check
+
+FORGET_BATCH = 256
+"""At most this many answered request ids ride along with one request."""
 
 SPACE_SHORT_S = 60.0
 """After Redis refused a write for lack of memory, freed files are reclaimed at once this long."""
@@ -122,6 +125,10 @@ class Context:
     cache: MetaCache = field(default_factory=lambda: MetaCache(ttl=10.0))
     inode_ids: IdAllocator = field(init=False)
     object_ids: IdAllocator = field(init=False)
+    requests: int = 0
+    """Ids handed to this session's mutating requests so far (see prepare())."""
+    answered: list[str] = field(default_factory=list)
+    """Ids of requests answered since the last request that carried such ids."""
     space_short_until: float = 0.0
     """Until this time (monotonic), space is short: freed data is deleted at once."""
     _oom_log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(5.0))
@@ -134,6 +141,35 @@ class Context:
     def __post_init__(self) -> None:
         self.inode_ids = IdAllocator(self.client, self.keys.counter_ino, 256, self.guard)
         self.object_ids = IdAllocator(self.client, self.keys.counter_obj, 1024, self.guard)
+
+    def prepare(
+        self, name: str, keys: list[str], args: list[Any]
+    ) -> tuple[list[str], list[Any], str | None]:
+        """KEYS, ARGV and request id of a script call. An ONCE_SCRIPTS script gets what
+        once() needs: a fresh request id, and the ids of requests answered since."""
+        if name not in ONCE_SCRIPTS:
+            return keys, args, None
+        assert self.session, f"{name}: a mutating script before the session is registered"
+        self.requests += 1
+        rid = str(self.requests)
+        answered, self.answered = self.answered[:FORGET_BATCH], self.answered[FORGET_BATCH:]
+        return (
+            [*keys, self.keys.sessions, self.keys.requests(self.session)],
+            [*args, self.session, rid, " ".join(answered)],
+            rid,
+        )
+
+    def answer(self, *rids: str | None) -> None:
+        """Replies to these requests arrived: their records can go, with the next request."""
+        self.answered.extend(rid for rid in rids if rid is not None)
+
+    def queue_script(
+        self, pipe: Pipeline, name: str, keys: list[str], args: list[Any]
+    ) -> str | None:
+        """Queue a script on ``pipe`` (prepared as above); returns its request id."""
+        keys, args, rid = self.prepare(name, keys, args)
+        self.scripts.queue(pipe, name, keys, args)
+        return rid
 
     async def script(
         self,
@@ -156,14 +192,18 @@ class Context:
         with self.guard():
             try:
                 if not self.pending_releases and not (self.peers and (changed or entries)):
-                    return await self.scripts.call(self.client, name, keys, args)
+                    keys, args, rid = self.prepare(name, keys, args)
+                    result = await self.scripts.call(self.client, name, keys, args, check_=False)
+                    self.answer(rid)
+                    return check(name, result)
                 pipe = self.client.pipeline(transaction=False)
-                released = self.queue_releases(pipe)
-                self.scripts.queue(pipe, name, keys, args)
+                releases = self.queue_releases(pipe)
+                sent = self.queue_script(pipe, name, keys, args)
                 self.publish(pipe, changed, entries)
                 results = await self.scripts.execute(self.client, pipe)
-                self.settle_releases(results[:released])
-                return check(name, results[released])
+                self.answer(*releases, sent)
+                self.settle_releases(results[: len(releases)])
+                return check(name, results[len(releases)])
             except BaseException:
                 # A refusal (EEXIST, ENOENT, stale) means this node's view was wrong.
                 for parent, _ in entries:
@@ -198,20 +238,22 @@ class Context:
             k.orphans,
         ]
 
-    def queue_releases(self, pipe: Pipeline) -> int:
-        """Put the pending releases at the head of ``pipe``; return how many were queued.
+    def queue_releases(self, pipe: Pipeline) -> list[str | None]:
+        """Put the pending releases at the head of ``pipe``; return their request ids
+        (for answer(); as many as were queued).
 
         They are taken off the pending list at once: if the pipeline fails they
-        are not repeated (a release is not idempotent); the session's leftover
+        are not repeated; the session's leftover
         holds are released when it closes or is reclaimed.
         """
         if not self.pending_releases:
-            return 0
+            return []
         now_ms = now_ns() // 1_000_000
         pending, self.pending_releases = self.pending_releases, {}
-        for ino, count in pending.items():
-            self.scripts.queue(pipe, "release", self.release_keys(ino), [ino, count, now_ms])
-        return len(pending)
+        return [
+            self.queue_script(pipe, "release", self.release_keys(ino), [ino, count, now_ms])
+            for ino, count in pending.items()
+        ]
 
     def settle_releases(self, results: list[Any]) -> None:
         for result in results:
@@ -224,9 +266,19 @@ class Context:
             return
         with self.guard():
             pipe = self.client.pipeline(transaction=False)
-            queued = self.queue_releases(pipe)
+            sent = self.queue_releases(pipe)
             results = await self.scripts.execute(self.client, pipe)
-        self.settle_releases(results[:queued])
+        self.answer(*sent)
+        self.settle_releases(results[: len(sent)])
+
+    async def forget_answered(self) -> None:
+        """Delete the records of answered requests that no later request took along
+        (housekeeping: a quiet node leaves no records behind for long)."""
+        if not self.answered or not self.session:
+            return
+        ids, self.answered = self.answered, []
+        with self.guard():
+            await self.client.hdel(self.keys.requests(self.session), *ids)
 
     def forget(self, changed: Iterable[int], entries: Iterable[tuple[int, bytes]]) -> None:
         """Drop what a change made stale from this node's caches."""

@@ -428,11 +428,11 @@ class BlockStore:
                 await self.ctx.scripts.execute(self.ctx.client, pipe)
                 await self.before_commit()
                 pipe = self.ctx.client.pipeline(transaction=False)
-            released = self.ctx.queue_releases(pipe)
+            releases = self.ctx.queue_releases(pipe)
             commit_at = len(pipe.command_stack)
-            self.ctx.scripts.queue(pipe, "commit", commit_keys, args)
+            sent = [self.ctx.queue_script(pipe, "commit", commit_keys, args)]
             if then is not None:
-                self.ctx.scripts.queue(pipe, *then)
+                sent.append(self.ctx.queue_script(pipe, *then))
             self.ctx.publish(pipe, (dirty.ino,))
             try:
                 results = await self.ctx.scripts.execute(
@@ -440,12 +440,17 @@ class BlockStore:
                 )
             finally:
                 self.ctx.forget((dirty.ino,), ())
+        self.ctx.answer(*releases, *sent)
         committed = results[commit_at]
         failed = next((r for r in results if isinstance(r, Exception)), None)
         if isinstance(committed, Exception) or int(committed[0]) != 0:
             await self._refused(dirty, ids, committed, failed)
         self.ctx.settle_releases(
-            [r for r in results[commit_at - released : commit_at] if not isinstance(r, Exception)]
+            [
+                r
+                for r in results[commit_at - len(releases) : commit_at]
+                if not isinstance(r, Exception)
+            ]
         )
         res = committed
         for obj, payload in zip(ids, payloads, strict=True):

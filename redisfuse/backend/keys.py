@@ -53,6 +53,11 @@ Keys (type: what it holds, and its invariants):
 ``open:SID`` (hash)
     Inode -> number of handles session SID holds open on it; the sum over
     sessions equals ``i:INO.opens``.
+``rq:SID`` (hash)
+    Request id -> packed result of a successful mutating script of session
+    SID whose reply the session has not yet confirmed receiving; a replay of
+    that request (the reply was lost, the client retried) returns it instead
+    of running again. Deleted as replies arrive, and with the session.
 ``lock:NAME`` (string)
     A distributed lock: owner token with a TTL (see lock.py). ``NAME`` is
     ``i:INO`` for the inode locks the data path takes, ``user:INO`` for locks
@@ -165,6 +170,10 @@ class Keys:
 
     def open_files(self, sid: int) -> str:
         return f"{self.prefix}open:{sid}"
+
+    def requests(self, sid: int) -> str:
+        """Results of session ``sid``'s requests still in flight (replayed, not rerun)."""
+        return f"{self.prefix}rq:{sid}"
 
     def pattern(self, kind: str) -> str:
         """SCAN pattern for every key of one kind (``i``, ``d``, ``m`` ...)."""

@@ -14,16 +14,17 @@ every execute.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
-from ..errors import error_for
+from ..errors import FSError, error_for
 
 SCRIPT_NAMES = (
     "format",
@@ -49,6 +50,9 @@ SCRIPT_NAMES = (
 STALE = -1
 """Status a script returns when the caller's view of the namespace was out of date."""
 
+FENCED = -2
+"""Status a script returns when the caller's session was declared dead (and reclaimed)."""
+
 
 def _source(name: str) -> str:
     return resources.files(__package__).joinpath("lua").joinpath(f"{name}.lua").read_text("utf-8")
@@ -62,12 +66,32 @@ class Stale(Exception):
         self.detail = detail
 
 
-def _assemble(lib: str, own: str) -> str:
-    """``lib`` + the script's own text, keeping a shebang (Redis 7 script flags) first."""
+ONCE_SCRIPTS = frozenset(
+    {"create", "link", "unlink", "rename", "setattr", "commit", "open", "release", "xattr_set"}
+)
+"""Scripts that change the volume on behalf of a session: each call carries a
+request id and is run at most once, and only for a live session (lib.lua's
+once(); the caller appends the keys and arguments, see Context.prepare)."""
+
+
+def _assemble(name: str, lib: str, own: str) -> str:
+    """``lib`` + the script's own text, keeping a shebang (Redis 7 script flags) first,
+    with the body of an ONCE_SCRIPTS script wrapped in once()."""
+    shebang = ""
     if own.startswith("#!"):
-        shebang, _, body = own.partition("\n")
-        return f"{shebang}\n{lib}\n{body}"
-    return f"{lib}\n{own}"
+        shebang, _, own = own.partition("\n")
+        shebang += "\n"
+    if name in ONCE_SCRIPTS:
+        own = f"return once(function()\n{own}\nend)\n"
+    return f"{shebang}{lib}\n{own}"
+
+
+class Fenced(FSError):
+    """This node's session was declared dead by another node, which released what it
+    held: the request was refused (EIO), and the node must start a new session."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(errno.EIO, f"refused ({name}): this node's session was declared dead")
 
 
 class Scripts:
@@ -75,7 +99,7 @@ class Scripts:
 
     def __init__(self) -> None:
         lib = _source("lib")
-        self.sources = {name: _assemble(lib, _source(name)) for name in SCRIPT_NAMES}
+        self.sources = {name: _assemble(name, lib, _source(name)) for name in SCRIPT_NAMES}
         self.shas = {n: hashlib.sha1(s.encode()).hexdigest() for n, s in self.sources.items()}
 
     async def load(self, client: Redis) -> None:
@@ -85,14 +109,17 @@ class Scripts:
             pipe.script_load(source)
         await pipe.execute()
 
-    async def call(self, client: Redis, name: str, keys: list[str], args: list[Any]) -> list[Any]:
-        """Run one script and return its result, raising FSError for an errno status."""
+    async def call(
+        self, client: Redis, name: str, keys: list[str], args: list[Any], *, check_: bool = True
+    ) -> list[Any]:
+        """Run one script and return its result, raising FSError for an errno status
+        (unless ``check_`` is false: then the caller checks)."""
         try:
             result = await client.evalsha(self.shas[name], len(keys), *keys, *args)
         except NoScriptError:
             await self.load(client)
             result = await client.evalsha(self.shas[name], len(keys), *keys, *args)
-        return check(name, result)
+        return check(name, result) if check_ else cast(list[Any], result)
 
     def queue(self, pipe: Pipeline, name: str, keys: list[str], args: list[Any]) -> None:
         """Queue a script call on a pipeline; check its result with :func:`check`."""
@@ -128,4 +155,6 @@ def check(name: str, result: list[Any]) -> list[Any]:
         return result
     if status == STALE:
         raise Stale(result[1:])
+    if status == FENCED:
+        raise Fenced(name)
     raise error_for(status, f"{os.strerror(status)} ({name})")

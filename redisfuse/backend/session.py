@@ -137,11 +137,16 @@ class Sessions:
     async def reclaim(self, sid: int) -> list[int]:
         """Release everything dead session ``sid`` held open; return inodes freed with data.
 
-        Each release is the same script a live close runs, so it is safe to
-        repeat if two nodes reclaim the same session at once.
+        Another node's session is fenced first (dropped from ``sessions``): every
+        script checks its caller is there, so a node that was only paused and
+        wakes up now cannot change anything with that session any more. Each
+        release is the same script a live close runs, and releases only what is
+        still held, so two nodes may reclaim the same session at once.
         """
         open_key = self.keys.open_files(sid)
         with self.ctx.guard():
+            if sid != self.ctx.session:
+                await self.ctx.client.zrem(self.keys.sessions, str(sid))
             held = await self.ctx.client.hgetall(open_key)
         freed: list[int] = []
         for ino_raw, count in held.items():
@@ -156,7 +161,7 @@ class Sessions:
                 freed.append(ino)
         with self.ctx.guard():
             pipe = self.ctx.client.pipeline(transaction=True)
-            pipe.delete(self.keys.session(sid), open_key)
+            pipe.delete(self.keys.session(sid), open_key, self.keys.requests(sid))
             pipe.zrem(self.keys.sessions, str(sid))
             await pipe.execute()
         log.log(

@@ -28,7 +28,7 @@ from ..errors import BackendUnavailable, FormatError, FSError, ReadOnly
 from . import events
 from .cache import ObjectCache
 from .capacity import Capacity
-from .connect import RedisOptions, connect
+from .connect import RedisOptions, connect, retry_stats
 from .context import Context, now_ns
 from .data import READ_AHEAD_BLOCKS, BlockStore, DirtyFile
 from .events import Event
@@ -171,9 +171,10 @@ class Inodes:
         self._fenced = False
 
     def __repr__(self) -> str:
+        stats = retry_stats(self.ctx.client)
         return (
             f"<Inodes {self.keys.volume!r} session={self.ctx.session} open={len(self._handles)}"
-            f" dirty={len(self._dirty)} {self.data.cache!r}>"
+            f" dirty={len(self._dirty)} retries={stats.total if stats else 0} {self.data.cache!r}>"
         )
 
     def __del__(self) -> None:
@@ -211,6 +212,7 @@ class Inodes:
                     await self.sessions.heartbeat()
                     await self.sessions.refresh_peers()
                     await self.ctx.flush_releases()
+                    await self.ctx.forget_answered()
                     for sid in await self.sessions.dead():
                         await self.sessions.reclaim(sid)
                     if rounds % 10 == 0:

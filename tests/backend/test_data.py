@@ -921,9 +921,23 @@ async def test_a_replayed_commit_does_not_trash_its_own_objects(
     attr = await vol.stat("/f")
     (value,) = (await raw.hgetall(keys.blockmap(attr.ino))).values()
     obj, valid = (int(x) for x in value.split(b":"))
-    scripts = vol.inodes.ctx.scripts
-    commit_keys = [keys.inode(attr.ino), keys.blockmap(attr.ino), keys.usage, keys.trash]
-    # Run the same commit again, as a retry after a lost reply would.
-    await scripts.call(raw, "commit", commit_keys, [1, 1, BS, 0, obj, valid])
+    ctx = vol.inodes.ctx
+    commit_keys = [
+        keys.inode(attr.ino),
+        keys.blockmap(attr.ino),
+        keys.usage,
+        keys.trash,
+        keys.setting,
+        keys.obj(obj),
+    ]
+    # Without a request record (another request id), the script itself still
+    # recognises its own object in the map and does not trash it.
+    k, a, _ = ctx.prepare("commit", commit_keys, [1, 1, BS, 0, obj, valid])
+    first = await ctx.scripts.call(raw, "commit", k, a)
     assert await raw.zscore(keys.trash, str(obj)) is None
+    # The same request sent again (a retry after a lost reply) is not run again:
+    # it answers what the first run answered, and the version does not move.
+    again = await ctx.scripts.call(raw, "commit", k, a)
+    assert again == first
+    assert (await vol.stat("/f")).version == int(first[2])
     assert await vol.read_file("/f") == pattern(BS)

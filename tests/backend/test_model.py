@@ -48,11 +48,14 @@ from redisfuse.backend import (
     RENAME_NOREPLACE,
     ROOT_INO,
     FSError,
+    RedisOptions,
     SetAttr,
     Volume,
     open_volume,
 )
 from redisfuse.backend.fsck import fsck
+from redisfuse.backend.scripts import ONCE_SCRIPTS, Scripts
+from tests.faultproxy import FaultProxy, Faults
 
 T = TypeVar("T")
 
@@ -60,6 +63,12 @@ UID, GID = os.getuid(), os.getgid()
 BS = 64 * 1024
 NAMES = [b"a", b"b", b"c", b"d"]
 FSCK_EVERY = 5
+XATTR_NAMES = [b"user.a", b"user.b"]
+XATTR_CREATE, XATTR_REPLACE = 1, 2
+LOST_REPLY_EXAMPLES = int(os.environ.get("REDISFUSE_LOST_REPLY_EXAMPLES", "25"))
+"""Examples of the lost-reply run (the soak command raises it; see README)."""
+LOST_REPLY_EXAMPLES = int(os.environ.get("REDISFUSE_LOST_REPLY_EXAMPLES", "25"))
+"""Examples of the lost-reply run (the soak command raises it; see README)."""
 
 # Offsets and sizes below 300 KiB, often right at a 64 KiB block boundary.
 positions = st.one_of(
@@ -83,6 +92,7 @@ class Node:
     valid: dict[int, int] = field(default_factory=dict)
     """Block index -> valid bytes, as the block map holds them (files only)."""
     opens: int = 0
+    xattrs: dict[bytes, bytes] = field(default_factory=dict)
 
 
 def _name(err: int | None) -> str:
@@ -97,6 +107,22 @@ async def all_of(*checks: Coroutine[Any, Any, None]) -> None:
             raise r
 
 
+STEP_DEADLINE_S = 120.0
+"""A step still waiting after this long is stuck: its tasks' stacks are printed."""
+
+
+async def _watched(coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro``; if it hangs, fail with where every task is waiting."""
+    task = asyncio.ensure_future(coro)
+    done, _ = await asyncio.wait([task], timeout=STEP_DEADLINE_S)
+    if not done:
+        for other in asyncio.all_tasks():
+            other.print_stack(limit=25)
+        task.cancel()
+        raise AssertionError(f"a step hung for {STEP_DEADLINE_S} s (task stacks above)")
+    return task.result()
+
+
 class _Failed:
     """What :meth:`VolumeMachine.attempt` returns when the operation failed as predicted."""
 
@@ -108,6 +134,12 @@ class VolumeMachine(RuleBasedStateMachine):
     """The backend and the model, one fresh volume per example."""
 
     redis_url = ""  # set by the test on a subclass
+    options: RedisOptions | None = None
+    """How the volume reaches Redis, when not straight at ``redis_url`` (a fault proxy)."""
+    fsck_every = FSCK_EVERY
+    options: RedisOptions | None = None
+    """How the volume reaches Redis, when not straight at ``redis_url`` (a fault proxy)."""
+    fsck_every = FSCK_EVERY
 
     def __init__(self) -> None:
         super().__init__()
@@ -129,13 +161,15 @@ class VolumeMachine(RuleBasedStateMachine):
     # -- the event loop and the volume ---------------------------------------
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self.loop.run_until_complete(coro)
+        return self.loop.run_until_complete(_watched(coro))
 
     async def _hold_volume(self, ready: asyncio.Event) -> None:
         # One long-lived task enters and leaves open_volume (anyio cancel scopes and
         # task groups must be left by the task that entered them); every
         # run_until_complete of a step is a task of its own.
-        async with open_volume(self.redis_url, volume=self.volume_name) as vol:
+        async with open_volume(
+            self.redis_url, volume=self.volume_name, options=self.options
+        ) as vol:
             self.vol: Volume = vol
             ready.set()
             await self._stop.wait()
@@ -313,6 +347,35 @@ class VolumeMachine(RuleBasedStateMachine):
         assert res.is_dir and res.nlink == 2
         self.nodes[res.ino] = Node(res.ino, True, parent=parent)
         self.nodes[parent].entries[name] = res.ino
+
+    @rule(
+        data=st.data(),
+        name=st.sampled_from(XATTR_NAMES),
+        value=st.binary(max_size=20),
+        how=st.sampled_from(["set", "create", "replace", "remove"]),
+    )
+    def xattr(self, data: st.DataObject, name: bytes, value: bytes, how: str) -> None:
+        ino = data.draw(st.sampled_from(sorted(self.nodes)), label="inode")
+        node = self.nodes[ino]
+        present = name in node.xattrs
+        fs = self.vol.inodes
+        expected: int | None = None
+        if how == "remove":
+            expected = None if present else errno.ENODATA
+            call = fs.removexattr(ino, name)
+        else:
+            flags = {"set": 0, "create": XATTR_CREATE, "replace": XATTR_REPLACE}[how]
+            if how == "create" and present:
+                expected = errno.EEXIST
+            elif how == "replace" and not present:
+                expected = errno.ENODATA
+            call = fs.setxattr(ino, name, value, flags)
+        if isinstance(self.attempt(f"{how}xattr({ino}, {name!r})", call, expected), _Failed):
+            return
+        if how == "remove":
+            del node.xattrs[name]
+        else:
+            node.xattrs[name] = value
 
     @precondition(lambda self: self._files())
     @rule(data=st.data(), length=lengths, seed=st.integers(0, 2**32))
@@ -557,6 +620,9 @@ class VolumeMachine(RuleBasedStateMachine):
         attr = await fs.getattr(ino)
         assert attr.is_dir == node.is_dir, f"inode {ino} kind"
         assert attr.nlink == self._nlink(ino), f"inode {ino} nlink {attr.nlink}"
+        assert await fs.listxattr(ino) == sorted(node.xattrs), f"inode {ino} xattr names"
+        for name, value in node.xattrs.items():
+            assert await fs.getxattr(ino, name) == value, f"inode {ino} xattr {name!r}"
         if node.is_dir:
             listing = await fs.readdir(ino)
             got = {e.name: (e.ino, e.attr is not None and e.attr.is_dir) for e in listing}
@@ -590,7 +656,7 @@ class VolumeMachine(RuleBasedStateMachine):
     @invariant()
     def check_fsck(self) -> None:
         self.steps += 1
-        if self.steps % FSCK_EVERY == 0:
+        if self.steps % self.fsck_every == 0:
             self._fsck(f"after step {self.steps}")
 
 
@@ -608,3 +674,52 @@ def test_random_operations_match_the_model(redis_server) -> None:  # type: ignor
             suppress_health_check=[HealthCheck.too_slow],
         ),
     )
+
+
+# -- the same, with replies lost on the way back from Redis ---------------------
+
+
+# -- the same, with replies lost on the way back from Redis ---------------------
+
+
+@pytest.mark.timeout(1800)
+def test_random_operations_match_the_model_when_replies_are_lost(redis_server) -> None:  # type: ignore[no-untyped-def]
+    """Every mutating request runs once, whatever redis-py retries.
+
+    A fault proxy drops the connection after Redis ran a request and before its
+    reply returns; redis-py sends the request again on a new connection. After
+    every step the volume must still match the model and fsck must be clean.
+    """
+    names = {sha: name for name, sha in Scripts().shas.items()}
+    with FaultProxy(
+        redis_server.host,
+        redis_server.port,
+        Faults(drop_reply=0.05, drop_mutating=0.4),
+        script_names=names,
+        mutating=ONCE_SCRIPTS,
+    ) as proxy:
+
+        class ProxiedVolumeMachine(VolumeMachine):
+            redis_url = redis_server.url
+            options = RedisOptions(url=proxy.url, retry_base=0.002)
+            fsck_every = 1
+
+            async def _start(self) -> None:
+                with proxy.calm():  # the lost replies are for the operations
+                    await super()._start()
+
+        run_state_machine_as_test(
+            ProxiedVolumeMachine,
+            settings=settings(
+                max_examples=LOST_REPLY_EXAMPLES,
+                stateful_step_count=40,
+                deadline=None,
+                suppress_health_check=[HealthCheck.too_slow],
+            ),
+        )
+    mutating = {name: proxy.dropped[name] for name in sorted(ONCE_SCRIPTS)}
+    total = sum(proxy.dropped.values())
+    print(f"\nreplies lost: {total}; of mutating scripts: {mutating}")  # noqa: T201
+    assert total >= 1000, proxy.dropped
+    missed = [name for name, count in mutating.items() if not count]
+    assert not missed, f"no reply of {missed} was lost: {proxy.dropped}"

@@ -3,10 +3,12 @@
 -- rejects; write 0 - x.
 -- Return convention of every script: {0, ...} on success, {errno} on a POSIX
 -- error (nothing changed), {-1, ...} when the caller's view of the namespace
--- was stale (nothing changed; the caller re-resolves names and retries).
+-- was stale (nothing changed; the caller re-resolves names and retries), {-2}
+-- when the caller's session was declared dead (nothing changed; see once()).
 local ENOENT, EEXIST, EPERM, EIO, ENOTDIR, EISDIR, EINVAL, ENOSPC, ENOTEMPTY, ENODATA =
       2, 17, 1, 5, 20, 21, 22, 28, 39, 61
 local STALE = -1
+local FENCED = -2
 local S_IFMT, S_IFDIR = 0xF000, 0x4000
 
 local function is_dir_mode(mode)
@@ -68,4 +70,33 @@ local function over_quota(setting, usage, what, delta)
   local quota = tonumber(redis.call('HGET', setting, 'quota_' .. what) or '0')
   if quota <= 0 then return false end
   return tonumber(redis.call('HGET', usage, what) or '0') + delta > quota
+end
+
+-- Runs a mutating script at most once per request, for a caller whose session
+-- is alive. scripts.py wraps the script's body in run() and appends to its
+-- KEYS: sessions, rq:CALLER (hash: request id -> packed result); and to its
+-- ARGV: the caller's session id, this request's id, and the ids (space
+-- separated) of requests whose replies the caller has received, whose records
+-- can go. A request replayed after a lost reply gets the recorded result of its
+-- first run. Only successes are recorded: a refusal changed nothing, so running
+-- it again is the same as running it once, later. Records are written after the
+-- body, so that on a full Redis the body's own first write meets the OOM check.
+local function once(run)
+  local rq, sessions = table.remove(KEYS), table.remove(KEYS)
+  local forget, rid, sid = table.remove(ARGV), table.remove(ARGV), table.remove(ARGV)
+  if not redis.call('ZSCORE', sessions, sid) then return {FENCED} end
+  local result
+  local prev = redis.call('HGET', rq, rid)
+  if prev then
+    result = cmsgpack.unpack(prev)
+  else
+    result = run()
+    if result[1] == 0 then redis.call('HSET', rq, rid, cmsgpack.pack(result)) end
+  end
+  if forget ~= '' then
+    local ids = {}
+    for id in string.gmatch(forget, '%S+') do ids[#ids + 1] = id end
+    redis.call('HDEL', rq, unpack(ids))
+  end
+  return result
 end

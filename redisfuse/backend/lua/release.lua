@@ -6,9 +6,15 @@
 -- KEYS[6] m:INO  KEYS[7] usage  KEYS[8] reclaim  KEYS[9] orphans
 -- ARGV[1] ino  ARGV[2] number of handles released  ARGV[3] now (ms)
 -- Returns {0, fate} (0: still in use or named, 2: freed).
-local count = tonumber(ARGV[2])
-if redis.call('HINCRBY', KEYS[2], ARGV[1], 0 - count) <= 0 then
+-- Only handles the session still holds are released: two nodes reclaiming one
+-- dead session at once release each of its holds once between them.
+local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+local count = math.min(tonumber(ARGV[2]), held)
+if count <= 0 then return {0, 0} end
+if count == held then
   redis.call('HDEL', KEYS[2], ARGV[1])
+else
+  redis.call('HINCRBY', KEYS[2], ARGV[1], 0 - count)
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0} end
 local opens = redis.call('HINCRBY', KEYS[1], 'opens', 0 - count)
