@@ -23,7 +23,7 @@ from .keys import Keys, SessionId
 from .metacache import MetaCache
 from .model import Settings
 from .redis_errors import RateLimitedLog, redis_error
-from .scripts import ONCE_SCRIPTS, Scripts, check
+from .scripts import ONCE_SCRIPTS, Fenced, Scripts, check
 
 FORGET_BATCH = 256
 """At most this many answered request ids ride along with one request."""
@@ -129,6 +129,8 @@ class Context:
     """Ids handed to this session's mutating requests so far (see prepare())."""
     answered: list[str] = field(default_factory=list)
     """Ids of requests answered since the last request that carried such ids."""
+    declared_dead: bool = False
+    """A script refused this session as dead (Fenced): the volume starts a new one."""
     space_short_until: float = 0.0
     """Until this time (monotonic), space is short: freed data is deleted at once."""
     _oom_log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(5.0))
@@ -195,7 +197,7 @@ class Context:
                     keys, args, rid = self.prepare(name, keys, args)
                     result = await self.scripts.call(self.client, name, keys, args, check_=False)
                     self.answer(rid)
-                    return check(name, result)
+                    return self.check(name, result)
                 pipe = self.client.pipeline(transaction=False)
                 releases = self.queue_releases(pipe)
                 sent = self.queue_script(pipe, name, keys, args)
@@ -203,7 +205,7 @@ class Context:
                 results = await self.scripts.execute(self.client, pipe)
                 self.answer(*releases, sent)
                 self.settle_releases(results[: len(releases)])
-                return check(name, results[len(releases)])
+                return self.check(name, results[len(releases)])
             except BaseException:
                 # A refusal (EEXIST, ENOENT, stale) means this node's view was wrong.
                 for parent, _ in entries:
@@ -257,7 +259,7 @@ class Context:
 
     def settle_releases(self, results: list[Any]) -> None:
         for result in results:
-            if int(check("release", result)[1]) == 2:
+            if int(self.check("release", result)[1]) == 2:
                 self.freed += 1
 
     async def flush_releases(self) -> None:
@@ -286,6 +288,14 @@ class Context:
             self.cache.drop_attr(ino)
         for parent, name in entries:
             self.cache.drop_entry(parent, name)
+
+    def check(self, name: str, result: list[Any]) -> list[Any]:
+        """:func:`scripts.check`, noting a refusal of this session as dead."""
+        try:
+            return check(name, result)
+        except Fenced:
+            self.declared_dead = True
+            raise
 
     @contextlib.contextmanager
     def guard(self) -> Iterator[None]:

@@ -23,7 +23,6 @@ from .cache import ObjectCache
 from .context import Context, QuickLock, now_ns
 from .lock import Lock
 from .model import attr_from_pairs
-from .scripts import check
 
 log = logging.getLogger(__name__)
 
@@ -463,7 +462,7 @@ class BlockStore:
             raise self.ctx.translate(failed)
         if then is None:
             return None
-        return check(then[0], results[commit_at + 1])
+        return self.ctx.check(then[0], results[commit_at + 1])
 
     async def _refused(
         self, dirty: DirtyFile, ids: list[int], committed: Any, failed: Exception | None
@@ -493,7 +492,7 @@ class BlockStore:
                 dirty.ino,
                 self.keys.volume,
             )
-        check("commit", committed)
+        self.ctx.check("commit", committed)
         raise AssertionError("check() raises for every status but 0")
 
     async def reclaim(self, inos: list[int]) -> None:

@@ -52,6 +52,7 @@ class Sessions:
         self.keys = ctx.keys
         self.timeout = timeout
         self.last_beat = time.monotonic()
+        self.mountpoint = ""
 
     def __repr__(self) -> str:
         return f"<Sessions own={self.ctx.session} timeout={self.timeout}s>"
@@ -63,6 +64,7 @@ class Sessions:
 
     async def register(self, mountpoint: str) -> SessionId:
         """Register this node's session (also on a full Redis: see register.lua)."""
+        self.mountpoint = mountpoint
         res = await self.ctx.script("session_id", [self.keys.counter_sess], [])
         sid = SessionId(int(res[1]))
         fields = {
@@ -101,17 +103,14 @@ class Sessions:
         if sid != self.ctx.session and sid not in self.ctx.peers:
             self.ctx.peers = (*self.ctx.peers, sid)
 
-    async def heartbeat(self) -> None:
-        """Renew our lease, also on a full Redis (heartbeat.lua says why)."""
+    async def heartbeat(self) -> bool:
+        """Renew our lease, also on a full Redis (heartbeat.lua says why); False when
+        this session was declared dead meanwhile (the caller renews it)."""
         res = await self.ctx.script(
             "heartbeat", [self.keys.sessions], [self.ctx.session, _now_ms() + self.timeout_ms]
         )
-        if not int(res[1]):
-            log.error(
-                "session %d was declared dead by another node; its open files were released there",
-                self.ctx.session,
-            )
         self.last_beat = time.monotonic()
+        return bool(int(res[1]))
 
     @property
     def timeout_ms(self) -> int:

@@ -8,6 +8,7 @@ is what the FUSE frontend calls; library users get the path-level
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import logging
@@ -165,6 +166,8 @@ class Inodes:
         self._next_fh = 1
         self._dirty: dict[int, DirtyFile] = {}
         self._local_opens: dict[int, int] = {}
+        self._stale: set[int] = set()
+        """Handles opened in a session that was declared dead (see renew_session)."""
         self._closed = False
         self.sessions = Sessions(ctx, session_timeout)
         self.capacity = Capacity(ctx)
@@ -195,6 +198,41 @@ class Inodes:
                 "until its heartbeat reaches Redis again",
             )
 
+    async def renew_session(self) -> None:
+        """Start a new session after this one was declared dead by another node.
+
+        That node released what this one held (a mount paused or cut off past its
+        session timeout): the handles opened before now fail with EIO, and the
+        writes still buffered are dropped and reported, never applied over what
+        others did meanwhile. Later requests run in the new session.
+        """
+        old = self.ctx.session
+        lost = sorted(ino for ino, d in self._dirty.items() if d.blocks or d.end or d.inflight)
+        for dirty in self._dirty.values():
+            if dirty.inflight is not None:
+                dirty.inflight.cancel()  # a commit behind a writer: refused anyway
+                await asyncio.wait([dirty.inflight])
+                dirty.inflight = dirty.committing = None
+            dirty.discard()
+        self._stale |= set(self._handles)
+        self.ctx.pending_releases.clear()
+        self.ctx.answered.clear()
+        self.ctx.freed = 0
+        await self.sessions.register(self.sessions.mountpoint)
+        self.ctx.declared_dead = False
+        log.error(
+            "session %d was declared dead by another node (this node was paused or cut off "
+            "for longer than its session timeout) and what it held was released there: "
+            "%d open handles now fail with EIO, unflushed writes to %d files were dropped%s; "
+            "continuing as session %d",
+            old,
+            len(self._stale),
+            len(lost),
+            f" (inodes {', '.join(map(str, lost[:20]))})" if lost else "",
+            self.ctx.session,
+        )
+        await self.sessions.announce()
+
     async def maintain(self, interval: float | None = None) -> None:
         """Run the session's housekeeping until cancelled: heartbeat, reclaim, gc.
 
@@ -209,7 +247,8 @@ class Inodes:
         try:
             while True:
                 try:
-                    await self.sessions.heartbeat()
+                    if not await self.sessions.heartbeat() or self.ctx.declared_dead:
+                        await self.renew_session()
                     await self.sessions.refresh_peers()
                     await self.ctx.flush_releases()
                     await self.ctx.forget_answered()
@@ -280,29 +319,33 @@ class Inodes:
         invalidate their own caches too.
         """
         cache = self.ctx.cache
-        stream = events.listen(
-            self.ctx.client,
-            self.keys.events_for(self.ctx.session),
-            self.keys.events,
-            self.ctx.session,
-        )
         try:
-            async for event in stream:
-                if isinstance(event, events.InodeChanged):
-                    cache.drop_attr(event.ino)
-                elif isinstance(event, events.EntryChanged):
-                    cache.drop_entry(event.parent, event.name)
-                    cache.drop_listing(event.parent)
-                elif isinstance(event, events.PeerJoined):
-                    self.sessions.add_peer(event.sid)
-                else:
-                    cache.clear()
-                    cache.enabled = True
-                    # Subscribed (again): make sure every live session knows to
-                    # send us its changes, and that we know whom to send ours.
-                    await self.sessions.announce()
-                    await self.sessions.refresh_peers()
-                yield event
+            while True:
+                session = self.ctx.session
+                stream = events.listen(
+                    self.ctx.client, self.keys.events_for(session), self.keys.events, session
+                )
+                try:
+                    async for event in stream:
+                        if isinstance(event, events.PeerJoined) and event.sid == self.ctx.session:
+                            break  # this node renewed its session: listen on the new channel
+                        if isinstance(event, events.InodeChanged):
+                            cache.drop_attr(event.ino)
+                        elif isinstance(event, events.EntryChanged):
+                            cache.drop_entry(event.parent, event.name)
+                            cache.drop_listing(event.parent)
+                        elif isinstance(event, events.PeerJoined):
+                            self.sessions.add_peer(event.sid)
+                        else:
+                            cache.clear()
+                            cache.enabled = True
+                            # Subscribed (again): make sure every live session knows to
+                            # send us its changes, and that we know whom to send ours.
+                            await self.sessions.announce()
+                            await self.sessions.refresh_peers()
+                        yield event
+                finally:
+                    await stream.aclose()  # type: ignore[attr-defined]
         finally:
             cache.enabled = False
             cache.clear()
@@ -454,6 +497,10 @@ class Inodes:
         return fh
 
     def _file(self, fh: int) -> OpenFile:
+        if fh in self._stale:
+            raise FSError(
+                errno.EIO, f"handle {fh} was opened in a session another node declared dead"
+            )
         try:
             return self._handles[fh]
         except KeyError:
@@ -546,6 +593,12 @@ class Inodes:
 
     async def release(self, fh: int) -> None:
         """Close a handle: flush, then drop this session's hold on the inode."""
+        if fh in self._stale:
+            # Its hold went with the dead session; nothing of it is left in Redis.
+            self._stale.discard(fh)
+            of = self._handles.pop(fh)
+            self._drop_local_open(of.ino)
+            return
         of = self._file(fh)
         try:
             await self.flush(fh)
@@ -560,12 +613,7 @@ class Inodes:
             raise
         finally:
             del self._handles[fh]
-            left = self._local_opens[of.ino] - 1
-            if left:
-                self._local_opens[of.ino] = left
-            else:
-                del self._local_opens[of.ino]
-                self._dirty.pop(of.ino, None)
+            self._drop_local_open(of.ino)
             cached = self.ctx.cache.attr(of.ino)
             if cached is not None and cached.nlink > 0:
                 # The file keeps a name (and events would have told us otherwise), so
@@ -581,6 +629,14 @@ class Inodes:
                     "release", self.ctx.release_keys(of.ino), [of.ino, 1, now_ns() // 1_000_000]
                 )
                 await self._freed(int(res[1]))
+
+    def _drop_local_open(self, ino: int) -> None:
+        left = self._local_opens[ino] - 1
+        if left:
+            self._local_opens[ino] = left
+        else:
+            del self._local_opens[ino]
+            self._dirty.pop(ino, None)
 
     async def gc(self, grace_ms: int = TRASH_GRACE_MS) -> int:
         """Delete replaced objects older than the grace period and finish pending reclaims."""
