@@ -1,7 +1,7 @@
 """Sessions: each open volume registers, heartbeats, and reclaims what dead ones held.
 
-A session is ``sess:SID`` (host, pid, mountpoint, version, start time, its
-timeout) plus its score in ``sessions``: the time (ms) its lease expires, that
+A session is ``sess:SID`` (host, pid, mountpoint, version, event loop, start
+time, its timeout) plus its score in ``sessions``: the time (ms) its lease expires, that
 is its last heartbeat plus its own timeout. Each session declares its own
 timeout, so mounts configured differently still agree on who is dead. A
 session past its expiry is dead: any node (and ``redisfuse gc``) drops its
@@ -38,6 +38,8 @@ class SessionInfo:
     started_ns: int
     heartbeat_ms: int
     open_inodes: int
+    event_loop: str = ""
+    """What the mount said it runs on (``trio``, ``asyncio``...); empty if not a mount."""
 
 
 def _now_ms() -> int:
@@ -61,7 +63,7 @@ class Sessions:
         """Whether our own heartbeat is recent enough that others still count us alive."""
         return time.monotonic() - self.last_beat < self.timeout
 
-    async def register(self, mountpoint: str) -> SessionId:
+    async def register(self, mountpoint: str, event_loop: str = "") -> SessionId:
         client = self.ctx.client
         with self.ctx.guard():
             sid = SessionId(int(await client.incr(self.keys.counter_sess)))
@@ -73,6 +75,7 @@ class Sessions:
                     "pid": os.getpid(),
                     "mountpoint": mountpoint,
                     "version": __version__,
+                    "event_loop": event_loop,
                     "started": now_ns(),
                     "timeout": self.timeout_ms,
                 },
@@ -198,6 +201,7 @@ class Sessions:
                     started_ns=int(info.get(b"started", 0)),
                     heartbeat_ms=int(score) - timeout,
                     open_inodes=int(nopen),
+                    event_loop=info.get(b"event_loop", b"").decode(errors="replace"),
                 )
             )
         return out

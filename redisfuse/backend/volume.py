@@ -577,13 +577,15 @@ async def open_volume(
     options: RedisOptions | None = None,
     session_timeout: float = 60.0,
     metadata_ttl: float = 10.0,
+    event_loop: str = "",
 ) -> AsyncIterator[Volume]:
     """Open (and on first use format) a volume; close it cleanly on exit.
 
     Pass a Redis URL (``redis://``, ``rediss://``, ``unix://``) or host, port, db
     and password. Raises BackendUnavailable when Redis cannot be reached and
     FormatError when the volume was formatted by an incompatible version (or,
-    opened ``read_only``, was never formatted).
+    opened ``read_only``, was never formatted). ``mountpoint`` and
+    ``event_loop`` are only recorded in the session, for ``redisfuse status``.
     """
     opts = options or RedisOptions(url=url, host=host, port=port, db=db, password=password)
     keys = Keys(volume)
@@ -600,7 +602,7 @@ async def open_volume(
         )
         ctx.cache.ttl = metadata_ttl
         try:
-            await inodes.sessions.register(mountpoint)
+            await inodes.sessions.register(mountpoint, event_loop)
             yield Volume(inodes)
         finally:
             await inodes.aclose()

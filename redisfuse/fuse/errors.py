@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import FormatError, FSError
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -18,3 +20,13 @@ class UsageError(Exception):
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
+
+
+def startup_error(exc: FSError) -> UsageError:
+    """The one line a user sees when the volume cannot be opened at mount time.
+
+    An incompatible or unformatted volume exits with EXIT_FORMAT; anything else
+    (Redis unreachable, refused, timing out) with EXIT_REDIS.
+    """
+    code = EXIT_FORMAT if isinstance(exc, FormatError) else EXIT_REDIS
+    return UsageError(str(exc.strerror), code)
