@@ -5,11 +5,12 @@ Run (as root for cold-cache figures and a real tmpfs mount):
     .venv/bin/python benchmarks/run.py [--quick] [--repeat 3] [--json FILE]
 
 It starts a private redis-server (free port, temporary directory, no
-persistence), mounts RedisFUSE with its default options and the in-memory
+persistence), mounts RedisFUSE with its default options (one mount per
+``--event-loop`` asked for in ``--targets``) and the in-memory
 pyfuse3 filesystem of ``memfs.py`` in temporary directories, makes a tmpfs
 directory, and runs every workload of ``redisfuse.bench`` on each target
 ``--repeat`` times, interleaving the targets round by round so that a drift of
-the machine hits all three alike. It prints the medians side by side with the
+the machine hits all targets alike. It prints the medians side by side with the
 ratio RedisFUSE / memfs and the noise (max - min over median), then measures,
 on fresh mounts of their own:
 
@@ -59,7 +60,10 @@ from redisfuse import bench
 from redisfuse.backend.keys import Keys
 
 MIB = 1 << 20
-TARGETS = ("tmpfs", "memfs", "redisfuse")
+RF_LOOPS = {"redisfuse": "trio", "redisfuse-asyncio": "asyncio", "redisfuse-uvloop": "uvloop"}
+"""RedisFUSE targets, each a mount of its own volume on one ``--event-loop``."""
+TARGETS = ("tmpfs", "memfs", *RF_LOOPS)
+DEFAULT_TARGETS = ("tmpfs", "memfs", "redisfuse")
 MEMFS = Path(__file__).resolve().with_name("memfs.py")
 READY_DEADLINE_S = 30.0
 STOP_DEADLINE_S = 30.0
@@ -388,8 +392,10 @@ def summarize_workloads(results: dict[str, dict[str, list[dict[str, Any]]]]) -> 
                 "errors": [r["error"] for r in runs if r["error"]],
                 "detail": runs[-1]["detail"],
             }
-        rf, mem = row.get("redisfuse", {}).get("median"), row.get("memfs", {}).get("median")
-        row["ratio_redisfuse_memfs"] = rf / mem if rf is not None and mem else None
+        mem = row.get("memfs", {}).get("median")
+        for target in RF_LOOPS:
+            rf = row.get(target, {}).get("median")
+            row[f"ratio_{target}_memfs"] = rf / mem if rf is not None and mem else None
         out[w.key] = row
     return out
 
@@ -422,7 +428,7 @@ def command_stats(client: redis.Redis) -> Counter[str]:
     return stats
 
 
-_REQUEST = re.compile(rb"redisfuse\.fuse\.bridge: (\w+)\(")
+_REQUEST = re.compile(rb"redisfuse\.fuse\.boundary: (\w+)\(")
 
 
 class OpProbe:
@@ -691,9 +697,9 @@ def _cell(row: dict[str, Any], target: str, unit: str) -> str:
     return bench.format_value(data["median"], unit) + ("" if data["complete"] else "*")
 
 
-def _noise(row: dict[str, Any]) -> str:
+def _noise(row: dict[str, Any], targets: list[str]) -> str:
     parts = []
-    for target in TARGETS:
+    for target in targets:
         spread = row.get(target, {}).get("spread_pct")
         parts.append("-" if spread is None else f"{spread:.0f}")
     return "/".join(parts) + "%"
@@ -719,30 +725,34 @@ def format_report(report: dict[str, Any]) -> str:
             f"file {sizes['file_mib']} MiB, text {sizes['text_mib']} MiB, {sizes['small_files']:,} "
             f"small files of {sizes['small_size']} B, {sizes['random_reads']:,} random reads, "
             f"{sizes['dirs']:,} dirs; median of {report['repeat']} runs; noise = (max-min)/median "
-            "for tmpfs/memfs/redisfuse"
+            "per column"
         )
+    workloads = report.get("workloads", {})
+    shown = [t for t in TARGETS if any(t in row for row in workloads.values())]
+    loops = [t for t in shown if t in RF_LOOPS]
+    names = {t: RF_LOOPS.get(t, t) for t in shown}
     head = (
-        f"{'workload':<42} {'unit':<6} {'tmpfs':>10} {'memfs':>10} {'redisfuse':>10} "
-        f"{'rf/memfs':>8}  {'noise t/m/r':<12}"
+        f"{'workload':<42} {'unit':<6} "
+        + " ".join(f"{names[t]:>9}" for t in shown)
+        + " "
+        + " ".join(f"{names[t] + '/m':>9}" for t in loops)
+        + f"  {'noise ' + '/'.join(names[t][0] for t in shown):<14}"
     )
-    lines += ["", head, "-" * len(head)]
-    for row in report.get("workloads", {}).values():
-        if not any(t in row for t in TARGETS):
+    lines += ["", "RedisFUSE columns: its --event-loop; X/m: that column / memfs", head]
+    lines.append("-" * len(head))
+    for row in workloads.values():
+        if not any(t in row for t in shown):
             continue
-        ratio = row["ratio_redisfuse_memfs"]
-        ratio_text = "-" if ratio is None else f"{ratio:.2f}"
+        ratios = [row.get(f"ratio_{t}_memfs") for t in loops]
         lines.append(
-            f"{row['label'][:42]:<42} {row['unit']:<6} {_cell(row, 'tmpfs', row['unit']):>10} "
-            f"{_cell(row, 'memfs', row['unit']):>10} "
-            f"{_cell(row, 'redisfuse', row['unit']):>10} {ratio_text:>8}  {_noise(row)}"
+            f"{row['label'][:42]:<42} {row['unit']:<6} "
+            + " ".join(f"{_cell(row, t, row['unit']):>9}" for t in shown)
+            + " "
+            + " ".join(f"{'-' if r is None else f'{r:.2f}':>9}" for r in ratios)
+            + f"  {_noise(row, shown)}"
         )
-    lines.append("s rows: lower is better, so rf/memfs > 1 means RedisFUSE took longer")
-    stopped = any(
-        not row[t]["complete"]
-        for row in report.get("workloads", {}).values()
-        for t in TARGETS
-        if t in row
-    )
+    lines.append("s rows: lower is better, so a ratio > 1 means RedisFUSE took longer")
+    stopped = any(not row[t]["complete"] for row in workloads.values() for t in TARGETS if t in row)
     if stopped:
         lines.append(
             "* stopped at the time limit, or failed, in at least one run (a stopped figure is "
@@ -866,8 +876,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--targets",
-        default=",".join(TARGETS),
-        help="comma-separated subset of tmpfs,memfs,redisfuse",
+        default=",".join(DEFAULT_TARGETS),
+        help=f"comma-separated subset of {','.join(TARGETS)} (default "
+        f"{','.join(DEFAULT_TARGETS)}); redisfuse runs on --event-loop trio, the others "
+        "on the loop they name",
     )
     parser.add_argument(
         "--no-probes",
@@ -927,15 +939,22 @@ def main(argv: list[str] | None = None) -> int:
                 base / "memfs-mnt",
                 base / "memfs.log",
             )
-            main_mount = redisfuse_mount("redisfuse", base, server.url, "bench")
+            rf_mounts = {
+                target: redisfuse_mount(
+                    target, base, server.url, f"bench-{loop}", ["--event-loop", loop]
+                )
+                for target, loop in RF_LOOPS.items()
+            }
+            main_mount = rf_mounts["redisfuse"]
             if "memfs" in targets_wanted:
                 stack.callback(memfs.stop)
                 memfs.start()
                 targets["memfs"] = memfs.mountpoint
-            if "redisfuse" in targets_wanted:
-                stack.callback(main_mount.stop)
-                main_mount.start()
-                targets["redisfuse"] = main_mount.mountpoint
+            for target, rf_mount in rf_mounts.items():
+                if target in targets_wanted:
+                    stack.callback(rf_mount.stop)
+                    rf_mount.start()
+                    targets[target] = rf_mount.mountpoint
             if "memfs" in targets and "redisfuse" in targets:
                 report["read_ahead_kb"] = match_read_ahead(main_mount.mountpoint, memfs.mountpoint)
             report["targets"] = {t: str(p) for t, p in targets.items()}
@@ -946,7 +965,9 @@ def main(argv: list[str] | None = None) -> int:
                 report["workloads"] = summarize_workloads(results)
             if "redisfuse" in targets:
                 report["rss"] = {"main_mount": vm_status(main_mount.pid)}
-                main_mount.stop()
+            for target in RF_LOOPS:
+                if target in targets:
+                    rf_mounts[target].stop()
             memfs.stop()
             if not args.no_probes:
                 random_data = bench.random_pool()

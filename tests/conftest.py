@@ -28,6 +28,29 @@ SHUTDOWN_TIMEOUT_S = 10.0
 START_ATTEMPTS = 3
 
 
+EVENT_LOOPS = ("trio", "asyncio", "uvloop")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default=None,
+        help="run every mount the tests start with --event-loop LOOP "
+        "(default: the mount's own default)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from .mount import mounting
+
+    mounting.EVENT_LOOP = config.getoption("--event-loop")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"mount event loop: {config.getoption('--event-loop') or 'the default'}"
+
+
 @dataclass(frozen=True, slots=True)
 class RedisServer:
     """Where the session's private redis-server listens."""

@@ -1,7 +1,7 @@
 """Sessions: each open volume registers, heartbeats, and reclaims what dead ones held.
 
-A session is ``sess:SID`` (host, pid, mountpoint, version, start time, its
-timeout) plus its score in ``sessions``: the time (ms) its lease expires, that
+A session is ``sess:SID`` (host, pid, mountpoint, version, event loop, start
+time, its timeout) plus its score in ``sessions``: the time (ms) its lease expires, that
 is its last heartbeat plus its own timeout. Each session declares its own
 timeout, so mounts configured differently still agree on who is dead. A
 session past its expiry is dead: any node (and ``redisfuse gc``) drops its
@@ -38,6 +38,8 @@ class SessionInfo:
     started_ns: int
     heartbeat_ms: int
     open_inodes: int
+    event_loop: str = ""
+    """What the mount said it runs on (``trio``, ``asyncio``...); empty if not a mount."""
 
 
 def _now_ms() -> int:
@@ -53,6 +55,7 @@ class Sessions:
         self.timeout = timeout
         self.last_beat = time.monotonic()
         self.mountpoint = ""
+        self.event_loop = ""
 
     def __repr__(self) -> str:
         return f"<Sessions own={self.ctx.session} timeout={self.timeout}s>"
@@ -62,9 +65,10 @@ class Sessions:
         """Whether our own heartbeat is recent enough that others still count us alive."""
         return time.monotonic() - self.last_beat < self.timeout
 
-    async def register(self, mountpoint: str) -> SessionId:
+    async def register(self, mountpoint: str, event_loop: str = "") -> SessionId:
         """Register this node's session (also on a full Redis: see register.lua)."""
         self.mountpoint = mountpoint
+        self.event_loop = event_loop
         res = await self.ctx.script("session_id", [self.keys.counter_sess], [])
         sid = SessionId(int(res[1]))
         fields = {
@@ -72,6 +76,7 @@ class Sessions:
             "pid": os.getpid(),
             "mountpoint": mountpoint,
             "version": __version__,
+            "event_loop": event_loop,
             "started": now_ns(),
             "timeout": self.timeout_ms,
         }
@@ -197,6 +202,7 @@ class Sessions:
                     started_ns=int(info.get(b"started", 0)),
                     heartbeat_ms=int(score) - timeout,
                     open_inodes=int(nopen),
+                    event_loop=info.get(b"event_loop", b"").decode(errors="replace"),
                 )
             )
         return out

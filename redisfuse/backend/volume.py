@@ -218,7 +218,7 @@ class Inodes:
         self.ctx.pending_releases.clear()
         self.ctx.answered.clear()
         self.ctx.freed = 0
-        await self.sessions.register(self.sessions.mountpoint)
+        await self.sessions.register(self.sessions.mountpoint, self.sessions.event_loop)
         self.ctx.declared_dead = False
         log.error(
             "session %d was declared dead by another node (this node was paused or cut off "
@@ -663,6 +663,7 @@ async def open_volume(
     metadata_ttl: float = 10.0,
     quota_bytes: int | None = None,
     quota_inodes: int | None = None,
+    event_loop: str = "",
 ) -> AsyncIterator[Volume]:
     """Open (and on first use format) a volume; close it cleanly on exit.
 
@@ -673,6 +674,8 @@ async def open_volume(
     (NoSpace: full and the volume not yet formatted; ReadOnly: a replica).
     ``quota_bytes`` and ``quota_inodes`` set the volume's quotas (0 removes one;
     None leaves it as it is): every mount of the volume reports and enforces them.
+    ``mountpoint`` and ``event_loop`` are only recorded in the session, for
+    ``redisfuse status``.
     """
     opts = options or RedisOptions(url=url, host=host, port=port, db=db, password=password)
     keys = Keys(volume)
@@ -694,7 +697,7 @@ async def open_volume(
         )
         ctx.cache.ttl = metadata_ttl
         try:
-            await inodes.sessions.register(mountpoint)
+            await inodes.sessions.register(mountpoint, event_loop)
             if quota_bytes is not None or quota_inodes is not None:
                 inodes._writable()
                 await inodes.capacity.set_quota(bytes_=quota_bytes, inodes=quota_inodes)

@@ -72,6 +72,7 @@ async def _status(name: str, fs) -> int:  # type: ignore[no-untyped-def]
     for s in sessions:
         _out(
             f"  {s.sid:>5}  {s.host}:{s.pid}  {s.mountpoint or '-'}  v{s.version}  "
+            f"loop {s.event_loop or '-'}  "
             f"heartbeat {_when(s.heartbeat_ms)}  open {s.open_inodes}"
         )
     return 0

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from .. import bench
 from .errors import EXIT_FAILURE, EXIT_FUSE, EXIT_MOUNTPOINT, EXIT_USAGE, UsageError
+from .loops import DEFAULT_EVENT_LOOP, EVENT_LOOPS
 
 log = logging.getLogger("redisfuse")
 
@@ -86,6 +87,14 @@ def _add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="OPT[,OPT]",
         help="raw FUSE mount options (repeatable)",
+    )
+    fuse.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default=DEFAULT_EVENT_LOOP,
+        help="event loop serving FUSE requests: trio (the backend reached through "
+        "trio-asyncio), asyncio or uvloop (backend awaited directly); default "
+        f"{DEFAULT_EVENT_LOOP}, see README",
     )
     fuse.add_argument(
         "--background",
@@ -324,6 +333,7 @@ def _mount(args: argparse.Namespace, argv: Sequence[str]) -> int:
         read_ahead_kb=args.read_ahead,
         quota_bytes=args.quota,
         quota_inodes=args.inode_quota,
+        event_loop=args.event_loop,
     )
     mount.run(config)
     return 0

@@ -23,6 +23,10 @@ class UsageError(Exception):
 
 
 def startup_error(exc: FSError) -> UsageError:
-    """The one line (and exit code) for a volume that could not be opened."""
+    """The one line a user sees when the volume cannot be opened at mount time.
+
+    An incompatible or unformatted volume exits with EXIT_FORMAT; anything else
+    (Redis unreachable, refused, timing out) with EXIT_REDIS.
+    """
     code = EXIT_FORMAT if isinstance(exc, FormatError) else EXIT_REDIS
     return UsageError(str(exc.strerror), code)

@@ -4,7 +4,8 @@ Runs beside the FUSE loop: for each change event from the backend it tells the
 kernel to drop what it cached (attributes and page cache of an inode, or one
 directory entry). After ``Resync`` (events may have been lost) it drops every
 inode the kernel knows of. ``invalidate_inode`` blocks until the kernel is done,
-so it runs in a worker thread, never in the trio loop that serves requests.
+so it runs in a worker thread, never in the event loop that serves requests.
+Written with anyio: the same code runs on trio, asyncio and uvloop.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
+import anyio
 import pyfuse3
-import trio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..backend import Inodes
 from ..backend.events import EntryChanged, InodeChanged, Resync
-from .bridge import Bridge
+from .boundary import Boundary
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +34,9 @@ def _drop_inode(ino: int) -> None:
 class KernelInvalidator:
     """Listens to the backend's events and invalidates the kernel's caches."""
 
-    def __init__(self, fs: Inodes, bridge: Bridge, known: Counter[int]) -> None:
+    def __init__(self, fs: Inodes, boundary: Boundary, known: Counter[int]) -> None:
         self.fs = fs
-        self.bridge = bridge
+        self.boundary = boundary
         self.known = known
         """Lookup counts of the inodes the kernel holds (kept by Operations)."""
         self.events = 0
@@ -50,9 +52,9 @@ class KernelInvalidator:
         inode invalidations (which block until the kernel is done) go to a worker
         task, so a slow one never delays the events behind it.
         """
-        send, receive = trio.open_memory_channel[int](100_000)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._drop_inodes, receive)
+        send, receive = anyio.create_memory_object_stream[int](100_000)
+        async with send, receive, anyio.create_task_group() as tasks:
+            tasks.start_soon(self._drop_inodes, receive)
             while True:
                 try:
                     await self._consume(send)
@@ -63,10 +65,10 @@ class KernelInvalidator:
                     log.exception("change event stream failed; restarting it")
                     for ino in list(self.known):
                         send.send_nowait(ino)
-                    await trio.sleep(1.0)
+                    await anyio.sleep(1.0)
 
-    async def _consume(self, send: trio.MemorySendChannel[int]) -> None:
-        async for event in self.bridge.iterate(self.fs.events()):
+    async def _consume(self, send: MemoryObjectSendStream[int]) -> None:
+        async for event in self.boundary.iterate(self.fs.events()):
             self.events += 1
             if isinstance(event, EntryChanged):
                 pyfuse3.invalidate_entry_async(
@@ -82,8 +84,8 @@ class KernelInvalidator:
                 for ino in list(self.known):
                     send.send_nowait(ino)
 
-    async def _drop_inodes(self, receive: trio.MemoryReceiveChannel[int]) -> None:
+    async def _drop_inodes(self, receive: MemoryObjectReceiveStream[int]) -> None:
         async for ino in receive:
             # Abandoned on cancellation: at unmount a kernel notification may never
             # return, and the mount must still finish (the thread dies with it).
-            await trio.to_thread.run_sync(_drop_inode, ino, abandon_on_cancel=True)
+            await anyio.to_thread.run_sync(_drop_inode, ino, abandon_on_cancel=True)

@@ -1,26 +1,32 @@
-"""Runs one mount: checks, opens the volume, serves FUSE on trio, unmounts cleanly.
+"""Runs one mount: checks, opens the volume, serves FUSE, unmounts cleanly.
 
-Start-up acquires resources in order and releases them in reverse, also on
-failure: asyncio loop (trio-asyncio), volume, FUSE session. SIGINT and SIGTERM
-end the FUSE loop; buffered writes are flushed when the volume closes.
+Written once for every event loop (anyio for tasks, signals and threads); only
+the crossing to the backend differs (``loops.py``). Start-up acquires resources
+in order and releases them in reverse, also on failure: the crossing (for trio,
+trio-asyncio's asyncio loop), volume, FUSE session. SIGINT and SIGTERM end the
+FUSE loop; buffered writes are flushed when the volume closes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import logging
 import os
 import shutil
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import pyfuse3
-import trio
-import trio_asyncio
 
 from ..backend import RedisOptions, open_volume
 from ..errors import FSError
-from .errors import EXIT_FUSE, EXIT_MOUNTPOINT, UsageError, startup_error
+from . import loops
+from .crossing import Crossing
+from .errors import EXIT_FUSE, EXIT_MOUNTPOINT, EXIT_USAGE, UsageError, startup_error
 from .invalidate import KernelInvalidator
 from .operations import Operations
 
@@ -48,6 +54,7 @@ class MountConfig:
     quota_bytes: int | None = None
     """Set the volume's byte quota (0 removes it; None leaves it as it is)."""
     quota_inodes: int | None = None
+    event_loop: str = loops.DEFAULT_EVENT_LOOP
 
 
 def check_mountpoint(path: str) -> None:
@@ -68,6 +75,18 @@ def check_fuse() -> None:
         raise UsageError("fusermount3 is not installed (apt install fuse3)", EXIT_FUSE)
 
 
+def check_event_loop(loop: str) -> None:
+    """Refuse an unknown loop, or uvloop when it is not installed."""
+    if loop not in loops.EVENT_LOOPS:
+        raise UsageError(
+            f"unknown event loop {loop!r}; choose one of {', '.join(loops.EVENT_LOOPS)}", EXIT_USAGE
+        )
+    if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise UsageError(
+            "--event-loop uvloop needs uvloop: pip install 'redisfuse[fuse]'", EXIT_USAGE
+        )
+
+
 def fuse_option_set(config: MountConfig) -> set[str]:
     options = set(pyfuse3.default_options)
     options |= {f"fsname=redisfuse:{config.volume}", "subtype=redisfuse"}
@@ -81,7 +100,8 @@ def fuse_option_set(config: MountConfig) -> set[str]:
 
 
 async def _serve(config: MountConfig) -> None:
-    async with trio_asyncio.open_loop():
+    async with contextlib.AsyncExitStack() as stack:
+        crossing = await stack.enter_async_context(loops.open_crossing(config.event_loop))
         volume_cm = open_volume(
             volume=config.volume,
             options=config.redis,
@@ -93,45 +113,57 @@ async def _serve(config: MountConfig) -> None:
             metadata_ttl=config.attr_timeout,
             quota_bytes=config.quota_bytes,
             quota_inodes=config.quota_inodes,
+            event_loop=config.event_loop,
         )
         try:
-            volume = await trio_asyncio.aio_as_trio(volume_cm.__aenter__)()
+            volume = await crossing.call(volume_cm.__aenter__)
         except FSError as exc:
             raise startup_error(exc) from exc
-        exc_info: tuple[Any, Any, Any] = (None, None, None)
+        stack.push_async_exit(_shielded_exit(crossing, volume_cm))
+        ops = Operations(
+            volume.inodes,
+            crossing,
+            attr_timeout=config.attr_timeout,
+            entry_timeout=config.entry_timeout,
+            negative_timeout=config.negative_timeout,
+        )
         try:
-            ops = Operations(
-                volume.inodes,
-                attr_timeout=config.attr_timeout,
-                entry_timeout=config.entry_timeout,
-                negative_timeout=config.negative_timeout,
-            )
-            try:
-                pyfuse3.init(ops, config.mountpoint, fuse_option_set(config))
-            except RuntimeError as exc:
-                raise UsageError(f"could not mount {config.mountpoint}: {exc}", EXIT_FUSE) from exc
-            log.info("mounted volume %r at %s", config.volume, config.mountpoint)
-            unmounted = False
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_stop_on_signal)
-                    nursery.start_soon(KernelInvalidator(volume.inodes, ops.bridge, ops.known).run)
-                    nursery.start_soon(ops.bridge.call, volume.inodes.maintain)
-                    nursery.start_soon(_set_read_ahead, config.mountpoint, config.read_ahead_kb)
-                    await pyfuse3.main(max_tasks=config.max_tasks)
-                    unmounted = True
-                    nursery.cancel_scope.cancel()
-            finally:
-                pyfuse3.close(unmount=True)
-                log.info(
-                    "unmounted %s%s", config.mountpoint, "" if unmounted else " after a signal"
-                )
-        except BaseException as exc:
-            exc_info = (type(exc), exc, exc.__traceback__)
-            raise
+            pyfuse3.init(ops, config.mountpoint, fuse_option_set(config))
+        except RuntimeError as exc:
+            raise UsageError(f"could not mount {config.mountpoint}: {exc}", EXIT_FUSE) from exc
+        log.info(
+            "mounted volume %r at %s on the %s event loop",
+            config.volume,
+            config.mountpoint,
+            config.event_loop,
+        )
+        log.debug("event loop: %s", loops.describe(config.event_loop))
+        unmounted = False
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(_stop_on_signal)
+                tasks.start_soon(KernelInvalidator(volume.inodes, ops.boundary, ops.known).run)
+                tasks.start_soon(ops.boundary.call, volume.inodes.maintain)
+                tasks.start_soon(_set_read_ahead, config.mountpoint, config.read_ahead_kb)
+                await pyfuse3.main(max_tasks=config.max_tasks)
+                unmounted = True
+                tasks.cancel_scope.cancel()
         finally:
-            with trio.CancelScope(shield=True):
-                await trio_asyncio.aio_as_trio(volume_cm.__aexit__)(*exc_info)
+            pyfuse3.close(unmount=True)
+            log.info("unmounted %s%s", config.mountpoint, "" if unmounted else " after a signal")
+
+
+def _shielded_exit(
+    crossing: Crossing, cm: contextlib.AbstractAsyncContextManager[Any]
+) -> Callable[..., Awaitable[bool | None]]:
+    """Close the volume (flushing buffered writes) even while the mount is being cancelled."""
+
+    async def exit_(*exc_info: Any) -> bool | None:
+        with anyio.CancelScope(shield=True):
+            suppress: bool | None = await crossing.call(cm.__aexit__, *exc_info)
+        return suppress
+
+    return exit_
 
 
 def _write_read_ahead(mountpoint: str, kib: int) -> None:
@@ -150,14 +182,14 @@ async def _set_read_ahead(mountpoint: str, kib: int) -> None:
     if kib <= 0:
         return
     try:
-        await trio.to_thread.run_sync(_write_read_ahead, mountpoint, kib, abandon_on_cancel=True)
+        await anyio.to_thread.run_sync(_write_read_ahead, mountpoint, kib, abandon_on_cancel=True)
     except OSError as exc:
         log.debug("could not set read_ahead_kb of %s: %s", mountpoint, exc)
 
 
 async def _stop_on_signal() -> None:
     """End the FUSE loop on SIGINT/SIGTERM so the mount unmounts and flushes."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             log.info("received %s, unmounting", signal.Signals(signum).name)
             pyfuse3.terminate()
@@ -165,7 +197,7 @@ async def _stop_on_signal() -> None:
 
 
 def _usage_error_in(exc: BaseException) -> UsageError | None:
-    """The UsageError inside (possibly nested) exception groups from trio's nurseries."""
+    """The UsageError inside (possibly nested) exception groups from task groups."""
     if isinstance(exc, UsageError):
         return exc
     for inner in getattr(exc, "exceptions", ()):
@@ -178,9 +210,10 @@ def _usage_error_in(exc: BaseException) -> UsageError | None:
 def run(config: MountConfig) -> None:
     """Mount and serve until unmounted or signalled (blocking)."""
     check_fuse()
+    check_event_loop(config.event_loop)
     check_mountpoint(config.mountpoint)
     try:
-        trio.run(_serve, config)
+        loops.run(config.event_loop, _serve, config)
     except BaseException as exc:
         usage = _usage_error_in(exc)
         if usage is not None and usage is not exc:

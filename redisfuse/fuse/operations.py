@@ -1,9 +1,11 @@
 """Translates pyfuse3 requests into backend calls; holds no filesystem logic.
 
 Each handler converts its arguments, makes one backend call through the
-bridge and converts the result. Lookup counts are kept only to know which
-inodes the kernel caches (for invalidation after lost events): the backend
-keeps inodes alive by names and open handles, never by kernel references.
+error boundary (which crosses to the backend as the event loop needs) and
+converts the result; the handlers are the same on trio, asyncio and uvloop.
+Lookup counts are kept only to know which inodes the kernel caches (for
+invalidation after lost events): the backend keeps inodes alive by names and
+open handles, never by kernel references.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from dataclasses import dataclass, field
 import pyfuse3
 
 from ..backend import Attr, DirEntry, Inodes, SetAttr
-from .bridge import Bridge, handler
+from .boundary import Boundary, handler
 from .convert import entry_attributes, negative_entry, statvfs
+from .crossing import Crossing
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ class Operations(pyfuse3.Operations):
     def __init__(
         self,
         fs: Inodes,
+        crossing: Crossing,
         *,
         attr_timeout: float = 1.0,
         entry_timeout: float = 1.0,
@@ -54,7 +58,7 @@ class Operations(pyfuse3.Operations):
     ) -> None:
         super().__init__()
         self.fs = fs
-        self.bridge = Bridge()
+        self.boundary = Boundary(crossing)
         self.attr_timeout = attr_timeout
         self.entry_timeout = entry_timeout
         self.negative_timeout = negative_timeout
@@ -65,7 +69,7 @@ class Operations(pyfuse3.Operations):
         """Lookup count of each inode the kernel holds (lookup, create, readdirplus...)."""
 
     def __repr__(self) -> str:
-        return f"<Operations {self.fs!r} dirs={len(self._dirs)} {self.bridge!r}>"
+        return f"<Operations {self.fs!r} dirs={len(self._dirs)} {self.boundary!r}>"
 
     def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
         """Attributes for a reply that does not hand the kernel a new reference."""
@@ -91,7 +95,7 @@ class Operations(pyfuse3.Operations):
                 return negative_entry(self.negative_timeout)
             raise pyfuse3.FUSEError(errno.ENOENT)
         try:
-            attr = await self.bridge.call(self.fs.lookup, parent_inode, name)
+            attr = await self.boundary.call(self.fs.lookup, parent_inode, name)
         except pyfuse3.FUSEError as exc:
             if exc.errno == errno.ENOENT and self.negative_timeout > 0:
                 return negative_entry(self.negative_timeout)
@@ -115,7 +119,7 @@ class Operations(pyfuse3.Operations):
         cached = self.fs.cached_attr(inode)
         if cached is not None:
             return self._entry(cached)
-        return self._entry(await self.bridge.on_inode(self.fs.getattr, inode))
+        return self._entry(await self.boundary.on_inode(self.fs.getattr, inode))
 
     @handler
     async def setattr(
@@ -136,11 +140,11 @@ class Operations(pyfuse3.Operations):
             mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
             ctime_ns=attr.st_ctime_ns if fields.update_ctime else None,
         )
-        return self._entry(await self.bridge.on_inode(self.fs.setattr, inode, changes))
+        return self._entry(await self.boundary.on_inode(self.fs.setattr, inode, changes))
 
     @handler
     async def readlink(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> bytes:
-        return await self.bridge.on_inode(self.fs.readlink, inode)
+        return await self.boundary.on_inode(self.fs.readlink, inode)
 
     @handler
     async def mknod(
@@ -151,7 +155,7 @@ class Operations(pyfuse3.Operations):
         rdev: int,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        attr = await self.bridge.call(
+        attr = await self.boundary.call(
             self.fs.mknod, parent_inode, name, mode, ctx.uid, ctx.gid, rdev
         )
         return self._ref(attr)
@@ -160,20 +164,20 @@ class Operations(pyfuse3.Operations):
     async def mkdir(
         self, parent_inode: pyfuse3.InodeT, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        attr = await self.bridge.call(self.fs.mkdir, parent_inode, name, mode, ctx.uid, ctx.gid)
+        attr = await self.boundary.call(self.fs.mkdir, parent_inode, name, mode, ctx.uid, ctx.gid)
         return self._ref(attr)
 
     @handler
     async def unlink(
         self, parent_inode: pyfuse3.InodeT, name: bytes, ctx: pyfuse3.RequestContext
     ) -> None:
-        await self.bridge.call(self.fs.unlink, parent_inode, name)
+        await self.boundary.call(self.fs.unlink, parent_inode, name)
 
     @handler
     async def rmdir(
         self, parent_inode: pyfuse3.InodeT, name: bytes, ctx: pyfuse3.RequestContext
     ) -> None:
-        await self.bridge.call(self.fs.rmdir, parent_inode, name)
+        await self.boundary.call(self.fs.rmdir, parent_inode, name)
 
     @handler
     async def symlink(
@@ -183,7 +187,9 @@ class Operations(pyfuse3.Operations):
         target: bytes,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        attr = await self.bridge.call(self.fs.symlink, parent_inode, name, target, ctx.uid, ctx.gid)
+        attr = await self.boundary.call(
+            self.fs.symlink, parent_inode, name, target, ctx.uid, ctx.gid
+        )
         return self._ref(attr)
 
     @handler
@@ -197,7 +203,7 @@ class Operations(pyfuse3.Operations):
         ctx: pyfuse3.RequestContext,
     ) -> None:
         """rename(2) and renameat2 with RENAME_NOREPLACE / RENAME_EXCHANGE."""
-        await self.bridge.call(
+        await self.boundary.call(
             self.fs.rename, parent_inode_old, name_old, parent_inode_new, name_new, flags
         )
 
@@ -209,7 +215,7 @@ class Operations(pyfuse3.Operations):
         new_name: bytes,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        return self._ref(await self.bridge.call(self.fs.link, inode, new_parent_inode, new_name))
+        return self._ref(await self.boundary.call(self.fs.link, inode, new_parent_inode, new_name))
 
     # -- files -------------------------------------------------------------------
 
@@ -223,7 +229,7 @@ class Operations(pyfuse3.Operations):
     async def open(
         self, inode: pyfuse3.InodeT, flags: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.FileInfo:
-        fh, attr = await self.bridge.on_inode(self.fs.open, inode, flags)
+        fh, attr = await self.boundary.on_inode(self.fs.open, inode, flags)
         return self._file_info(fh, attr.ino, attr.version)
 
     @handler
@@ -235,33 +241,33 @@ class Operations(pyfuse3.Operations):
         flags: int,
         ctx: pyfuse3.RequestContext,
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        fh, attr = await self.bridge.call(
+        fh, attr = await self.boundary.call(
             self.fs.create, parent_inode, name, mode, flags, ctx.uid, ctx.gid
         )
         return self._file_info(fh, attr.ino, attr.version), self._ref(attr)
 
     @handler
     async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
-        return await self.bridge.call(self.fs.read, fh, off, size)
+        return await self.boundary.call(self.fs.read, fh, off, size)
 
     @handler
     async def write(self, fh: pyfuse3.FileHandleT, off: int, buf: bytes) -> int:
-        return await self.bridge.call(self.fs.write, fh, off, buf)
+        return await self.boundary.call(self.fs.write, fh, off, buf)
 
     @handler
     async def flush(self, fh: pyfuse3.FileHandleT) -> None:
-        await self.bridge.call(self.fs.flush, fh)
+        await self.boundary.call(self.fs.flush, fh)
 
     @handler
     async def fsync(self, fh: pyfuse3.FileHandleT, datasync: bool) -> None:
-        await self.bridge.call(self.fs.fsync, fh)
+        await self.boundary.call(self.fs.fsync, fh)
 
     @handler
     async def release(self, fh: pyfuse3.FileHandleT) -> None:
         """close(2) already returned flush's answer: the kernel ignores release's, and
         libfuse logs an error when it gets one, so a failure here is only traced."""
         try:
-            await self.bridge.call(self.fs.release, fh)
+            await self.boundary.call(self.fs.release, fh)
         except pyfuse3.FUSEError as exc:
             log.debug("release(%d) failed after close: %s", fh, errno.errorcode.get(exc.errno))
 
@@ -285,7 +291,7 @@ class Operations(pyfuse3.Operations):
         if handle is None:
             raise pyfuse3.FUSEError(errno.EBADF)
         if start_id == 0 or not handle.loaded:
-            handle.entries = await self.bridge.call(self.fs.readdir, handle.ino, 0)
+            handle.entries = await self.boundary.call(self.fs.readdir, handle.ino, 0)
             handle.offsets = [e.offset for e in handle.entries]
             handle.loaded = True
         for entry in handle.entries[bisect.bisect_right(handle.offsets, start_id) :]:
@@ -304,12 +310,12 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
-        return statvfs(await self.bridge.call(self.fs.statfs))
+        return statvfs(await self.boundary.call(self.fs.statfs))
 
     @handler
     async def access(self, inode: pyfuse3.InodeT, mode: int, ctx: pyfuse3.RequestContext) -> bool:
         """The kernel checks permissions (default_permissions); only existence is ours."""
-        await self.bridge.call(self.fs.getattr, inode)
+        await self.boundary.call(self.fs.getattr, inode)
         return True
 
     # -- extended attributes -----------------------------------------------------
@@ -329,7 +335,7 @@ class Operations(pyfuse3.Operations):
             # An SELinux label nobody set: "not supported" (which ls remembers for
             # the whole filesystem) rather than "not set" (which it asks per file).
             raise pyfuse3.FUSEError(errno.EOPNOTSUPP if name == SELINUX else errno.ENODATA)
-        return await self.bridge.call(self.fs.getxattr, inode, name)
+        return await self.boundary.call(self.fs.getxattr, inode, name)
 
     @handler
     async def setxattr(
@@ -343,14 +349,14 @@ class Operations(pyfuse3.Operations):
         """
         if name in POSIX_ACL_NAMES:
             raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
-        await self.bridge.call(self.fs.setxattr, inode, name, value, 0)
+        await self.boundary.call(self.fs.setxattr, inode, name, value, 0)
 
     @handler
     async def listxattr(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> list[bytes]:
-        return await self.bridge.call(self.fs.listxattr, inode)
+        return await self.boundary.call(self.fs.listxattr, inode)
 
     @handler
     async def removexattr(
         self, inode: pyfuse3.InodeT, name: bytes, ctx: pyfuse3.RequestContext
     ) -> None:
-        await self.bridge.call(self.fs.removexattr, inode, name)
+        await self.boundary.call(self.fs.removexattr, inode, name)

@@ -1,7 +1,8 @@
 """Starting and stopping real mounts for the tests (used by conftest.py and tests).
 
 A mount is ``python -m redisfuse.fuse MOUNTPOINT --redis-url URL --volume V``
-in a subprocess; start waits for the mountpoint while watching the process
+(plus ``--event-loop L`` when pytest runs with ``--event-loop=L``) in a
+subprocess; start waits for the mountpoint while watching the process
 (failing with its log when it dies), stop unmounts with ``fusermount3 -u``,
 falls back to ``-u -z``, then terminate, then kill, and always leaves the
 mountpoint unmounted.
@@ -21,6 +22,14 @@ import pytest
 
 READY_DEADLINE_S = 20.0
 STOP_DEADLINE_S = 20.0
+
+EVENT_LOOP: str | None = None
+"""``--event-loop`` for every mount the tests start (pytest ``--event-loop``); None: the default."""
+
+
+def event_loop_args() -> list[str]:
+    """The command-line arguments that put a mount on the event loop under test."""
+    return [] if EVENT_LOOP is None else ["--event-loop", EVENT_LOOP]
 
 
 def fuse_missing_reason() -> str | None:
@@ -68,6 +77,7 @@ def start_mount(
         url,
         "--volume",
         volume,
+        *event_loop_args(),
         *(extra_args or []),
     ]
     with log_path.open("ab") as log_file:

@@ -28,7 +28,7 @@ import redis.asyncio
 from redisfuse.backend.fsck import fsck
 from redisfuse.backend.keys import Keys
 
-from .mounting import Mount, start_mount, stop_mount, wait_for
+from .mounting import Mount, event_loop_args, start_mount, stop_mount, wait_for
 from .trees import build_tree, hardlink_groups, snapshot
 
 REDISFUSE = Path(sys.executable).with_name("redisfuse")
@@ -131,11 +131,12 @@ def test_data_closed_before_sigterm_survives(
 
 
 def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    """Run the ``redisfuse`` console script."""
+    """Run the ``redisfuse`` console script (``mount`` on the event loop under test)."""
     if not REDISFUSE.exists():
         pytest.skip(f"console script {REDISFUSE} is not installed (pip install -e .)")
+    loop_args = event_loop_args() if args[:1] == ("mount",) else []
     return subprocess.run(
-        [str(REDISFUSE), *map(str, args)],
+        [str(REDISFUSE), *map(str, args), *loop_args],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
@@ -170,7 +171,7 @@ def test_cli_missing_mountpoint(redis_server, tmp_path: Path, entry: str) -> Non
         done = cli("mount", *args)
     else:
         done = subprocess.run(
-            [sys.executable, "-m", "redisfuse.fuse", *map(str, args)],
+            [sys.executable, "-m", "redisfuse.fuse", *map(str, args), *event_loop_args()],
             capture_output=True,
             text=True,
             stdin=subprocess.DEVNULL,
