@@ -49,7 +49,8 @@ Keys (type: what it holds, and its invariants):
 ``sessions`` (zset)
     Session id -> the time (ms) its lease expires.
 ``sess:SID`` (hash)
-    ``host pid mountpoint version event_loop started timeout`` of a session.
+    ``host pid mountpoint version event_loop started timeout`` of a session, and
+    ``retries`` (commands its client retried), refreshed by its heartbeat.
 ``open:SID`` (hash)
     Inode -> number of handles session SID holds open on it; the sum over
     sessions equals ``i:INO.opens``.

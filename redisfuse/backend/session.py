@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from .. import __version__
+from .connect import retry_stats
 from .context import Context, now_ns
 from .events import HELLO
 from .keys import SessionId
@@ -39,6 +40,8 @@ class SessionInfo:
     heartbeat_ms: int
     open_inodes: int
     event_loop: str = ""
+    retries: int = 0
+    """Redis commands the session's client retried, as of its last heartbeat."""
     """What the mount said it runs on (``trio``, ``asyncio``...); empty if not a mount."""
 
 
@@ -108,11 +111,18 @@ class Sessions:
         if sid != self.ctx.session and sid not in self.ctx.peers:
             self.ctx.peers = (*self.ctx.peers, sid)
 
+    def retries(self) -> int:
+        """Redis commands this node's client retried so far (lost connections, timeouts)."""
+        stats = retry_stats(self.ctx.client)
+        return stats.total if stats is not None else 0
+
     async def heartbeat(self) -> bool:
         """Renew our lease, also on a full Redis (heartbeat.lua says why); False when
         this session was declared dead meanwhile (the caller renews it)."""
         res = await self.ctx.script(
-            "heartbeat", [self.keys.sessions], [self.ctx.session, _now_ms() + self.timeout_ms]
+            "heartbeat",
+            [self.keys.sessions, self.keys.session(self.ctx.session)],
+            [self.ctx.session, _now_ms() + self.timeout_ms, self.retries()],
         )
         self.last_beat = time.monotonic()
         return bool(int(res[1]))
@@ -203,6 +213,7 @@ class Sessions:
                     heartbeat_ms=int(score) - timeout,
                     open_inodes=int(nopen),
                     event_loop=info.get(b"event_loop", b"").decode(errors="replace"),
+                    retries=int(info.get(b"retries", 0)),
                 )
             )
         return out

@@ -73,6 +73,6 @@ async def _status(name: str, fs) -> int:  # type: ignore[no-untyped-def]
         _out(
             f"  {s.sid:>5}  {s.host}:{s.pid}  {s.mountpoint or '-'}  v{s.version}  "
             f"loop {s.event_loop or '-'}  "
-            f"heartbeat {_when(s.heartbeat_ms)}  open {s.open_inodes}"
+            f"heartbeat {_when(s.heartbeat_ms)}  open {s.open_inodes}  retries {s.retries}"
         )
     return 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import secrets
 import threading
 import time
@@ -29,7 +30,7 @@ import pytest
 from redisfuse.backend.scripts import ONCE_SCRIPTS, Scripts
 from tests.faultproxy import FaultProxy, Faults
 
-from .mounting import Mount, start_mount, stop_mount
+from .mounting import Mount, start_mount, stop_mount, wait_for
 from .test_remount import cli
 
 SOAK_SECONDS = float(os.environ.get("REDISFUSE_SOAK_SECONDS", "30"))
@@ -146,6 +147,14 @@ def test_two_mounts_through_flaky_proxies_keep_every_acknowledged_write(
         # that answered differently from its first run would surface here.
         failed = [e for w in workers for e in w.errors]
         assert not failed, failed[:10]
+
+        # Each mount's retries show in `redisfuse status` (its heartbeat reports them).
+        def retries_shown() -> bool:
+            status = cli("status", "--redis-url", redis_server.url, "--volume", volume)
+            counts = [int(n) for n in re.findall(r"retries (\d+)", status.stdout)]
+            return len(counts) == 2 and all(counts)
+
+        wait_for(retries_shown, timeout=20)
 
         # Every acknowledged file is there, whole, as both mounts see it.
         for w in workers:
