@@ -7,6 +7,7 @@ into one clear error that names the address.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -72,6 +73,14 @@ class CountingRetry(Retry):
     def __init__(self, backoff: ExponentialWithJitterBackoff, retries: int) -> None:
         super().__init__(backoff, retries)
         self.stats = RetryStats()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> CountingRetry:
+        """redis-py gives each connection a deep copy: they must share one tally."""
+        clone = type(self).__new__(type(self))
+        memo[id(self)] = clone
+        for name, value in vars(self).items():
+            setattr(clone, name, value if name == "stats" else copy.deepcopy(value, memo))
+        return clone
 
     async def call_with_retry(
         self,
