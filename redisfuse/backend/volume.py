@@ -220,6 +220,9 @@ class Inodes:
         self.ctx.freed = 0
         await self.sessions.register(self.sessions.mountpoint, self.sessions.event_loop)
         self.ctx.declared_dead = False
+        # Whatever of the old session another node has not yet reclaimed goes now
+        # (its handles here are stale, so nothing releases them twice).
+        await self.sessions.reclaim(old)
         log.error(
             "session %d was declared dead by another node (this node was paused or cut off "
             "for longer than its session timeout) and what it held was released there: "

@@ -63,3 +63,19 @@ async def test_a_node_declared_dead_cannot_overwrite_what_others_did(
     assert await vol.read_file("/h") == b"after the new session"
     report = await fsck(raw, volume_name)
     assert report.ok, str(report)
+
+
+async def test_a_heartbeat_sent_twice_still_finds_its_session_alive(
+    vol: Volume, vol2: Volume
+) -> None:
+    """A heartbeat replayed after a lost reply sets the same score: still alive."""
+    ctx = vol.inodes.ctx
+    keys = [ctx.keys.sessions, ctx.keys.session(ctx.session)]
+    args = [ctx.session, 10**13, 0]
+    assert (await ctx.script("heartbeat", keys, args))[1] == 1
+    assert (await ctx.script("heartbeat", keys, args))[1] == 1
+    assert await vol.inodes.sessions.heartbeat()
+    await vol2.inodes.sessions.reclaim(ctx.session)
+    assert not await vol.inodes.sessions.heartbeat()
+    await vol.inodes.renew_session()
+    assert await vol.inodes.sessions.heartbeat()

@@ -155,6 +155,8 @@ def test_two_mounts_through_flaky_proxies_keep_every_acknowledged_write(
             return len(counts) == 2 and all(counts)
 
         wait_for(retries_shown, timeout=20)
+        for m in mounts:  # lost replies never made a live mount look dead
+            assert "declared dead" not in m.log(), m.log()[-3000:]
 
         # Every acknowledged file is there, whole, as both mounts see it.
         for w in workers:
