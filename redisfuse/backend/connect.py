@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import AuthenticationError, ConnectionError, ResponseError, TimeoutError
+from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
 from ..errors import BackendUnavailable
+from .redis_errors import redis_error
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def make_client(options: RedisOptions, retries: int | None = None) -> Redis:
 
 
 async def connect(options: RedisOptions) -> Redis:
-    """Return a client that has answered PING, or raise BackendUnavailable.
+    """Return a client that has answered PING, or raise the FSError redis_error() gives.
 
     The first PING does not wait out the retry deadline: a server that is not
     there at start-up is a configuration error to report at once (after two
@@ -146,16 +147,8 @@ async def connect(options: RedisOptions) -> Redis:
         raise BackendUnavailable(f"invalid Redis URL {options.address!r}: {exc}") from exc
     try:
         await client.ping()
-    except AuthenticationError as exc:
+    except (RedisError, OSError) as exc:
         await client.aclose()
-        raise BackendUnavailable(f"Redis at {options.address} refused the password") from exc
-    except ResponseError as exc:
-        await client.aclose()
-        if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
-            raise BackendUnavailable(f"Redis at {options.address} needs a password") from exc
-        raise BackendUnavailable(f"Redis at {options.address} answered: {exc}") from exc
-    except (ConnectionError, TimeoutError, OSError) as exc:
-        await client.aclose()
-        raise BackendUnavailable(f"cannot reach Redis at {options.address}: {exc}") from exc
+        raise redis_error(exc, options.address) from exc
     await client.aclose()
     return make_client(options)

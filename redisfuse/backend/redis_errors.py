@@ -42,8 +42,10 @@ def redis_error(exc: BaseException, address: str) -> FSError:
         return ReadOnly(f"Redis at {address} is a read-only replica: use its master")
     if isinstance(exc, NoPermissionError):
         return FSError(errno.EACCES, f"Redis at {address} denied a command RedisFUSE needs: {exc}")
-    if isinstance(exc, AuthenticationError) or _starts(exc, "NOAUTH", "WRONGPASS"):
-        return BackendUnavailable(f"Redis at {address} refused the password: {exc}")
+    if _starts(exc, "NOAUTH", "Authentication required", "HELLO must be called"):
+        return BackendUnavailable(f"Redis at {address} needs a password")
+    if isinstance(exc, AuthenticationError) or _starts(exc, "WRONGPASS", "invalid username"):
+        return BackendUnavailable(f"Redis at {address} refused the password")
     if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
         return BackendUnavailable(f"Redis at {address} is unreachable: {exc}")
     if _starts(exc, "unknown command", "ERR unknown command"):
