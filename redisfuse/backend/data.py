@@ -451,12 +451,11 @@ class BlockStore:
                 if not isinstance(r, Exception)
             ]
         )
-        res = committed
         for obj, payload in zip(ids, payloads, strict=True):
             self.cache.put(obj, payload)
         dirty.clear()
-        dirty.known_size = int(res[1])
-        self.ctx.cache.put_attr(attr_from_pairs(dirty.ino, res[3]))
+        dirty.known_size = int(committed[1])
+        self.ctx.cache.put_attr(attr_from_pairs(dirty.ino, committed[3]))
         dirty.end = 0
         if failed is not None:
             raise self.ctx.translate(failed)

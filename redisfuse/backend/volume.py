@@ -214,7 +214,8 @@ class Inodes:
                 await asyncio.wait([dirty.inflight])
                 dirty.inflight = dirty.committing = None
             dirty.discard()
-        self._stale |= set(self._handles)
+        stale = set(self._handles) - self._stale
+        self._stale |= stale
         self.ctx.pending_releases.clear()
         self.ctx.answered.clear()
         self.ctx.freed = 0
@@ -229,7 +230,7 @@ class Inodes:
             "%d open handles now fail with EIO, unflushed writes to %d files were dropped%s; "
             "continuing as session %d",
             old,
-            len(self._stale),
+            len(stale),
             len(lost),
             f" (inodes {', '.join(map(str, lost[:20]))})" if lost else "",
             self.ctx.session,
