@@ -17,6 +17,7 @@ class ObjectCache:
         self.size = 0
         self.hits = 0
         self.misses = 0
+        self.hit_bytes = 0
         self._items: OrderedDict[int, bytes] = OrderedDict()
 
     def __repr__(self) -> str:
@@ -34,6 +35,7 @@ class ObjectCache:
             self.misses += 1
             return None
         self.hits += 1
+        self.hit_bytes += len(data)
         self._items.move_to_end(obj)
         return data
 

@@ -20,6 +20,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
 from ..errors import BackendUnavailable
+from .counting import CountingRedis
 from .redis_errors import redis_error
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,8 @@ FIRST_PING_RETRIES = 2
 
 
 def make_client(options: RedisOptions, retries: int | None = None) -> Redis:
-    """Create (but do not yet connect) a binary-safe client with retries."""
+    """Create (but do not yet connect) a binary-safe client with retries, counting its
+    round trips (counting.py)."""
     # Backoff doubles from 50 ms to a 1 s cap, so the retries span about retry_deadline.
     if retries is None:
         retries = int(options.retry_deadline) + 5 if options.retry_deadline > 0 else 0
@@ -124,13 +126,13 @@ def make_client(options: RedisOptions, retries: int | None = None) -> Redis:
         "health_check_interval": 30,
     }
     if options.url:
-        return Redis.from_url(options.url, password=options.password, **common)  # type: ignore[arg-type]
-    return Redis(
+        return CountingRedis.from_url(options.url, password=options.password, **common)  # type: ignore[arg-type]
+    return CountingRedis(
         host=options.host,
         port=options.port,
         db=options.db,
         password=options.password,
-        **common,  # type: ignore[arg-type]
+        **common,
     )
 
 

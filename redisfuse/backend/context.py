@@ -24,6 +24,7 @@ from .metacache import MetaCache
 from .model import Settings
 from .redis_errors import RateLimitedLog, redis_error
 from .scripts import ONCE_SCRIPTS, Fenced, Scripts, check
+from .stats import Counters
 
 FORGET_BATCH = 256
 """At most this many answered request ids ride along with one request."""
@@ -133,6 +134,8 @@ class Context:
     """A script refused this session as dead (Fenced): the volume starts a new one."""
     space_short_until: float = 0.0
     """Until this time (monotonic), space is short: freed data is deleted at once."""
+    counters: Counters = field(default_factory=Counters)
+    """What this node did (bytes, events...), for the metrics (stats.py)."""
     _oom_log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(5.0))
 
     @property

@@ -172,6 +172,7 @@ class BlockStore:
             if raw is None:
                 log.error("object %d missing in volume %s", obj, self.keys.volume)
                 raise FSError(errno.EIO, f"object {obj} is missing")
+            self.ctx.counters.object_bytes_loaded += len(raw)
         if sum(len(r) for r in stored if r[:1] != b"\x00") >= THREAD_THRESHOLD:
             decoded = await anyio.to_thread.run_sync(codec.decode_many, stored)
         else:
@@ -423,6 +424,7 @@ class BlockStore:
             pipe = self.ctx.client.pipeline(transaction=False)
             for obj, blob in zip(ids, encoded, strict=True):
                 pipe.set(self.keys.obj(obj), blob)
+                self.ctx.counters.object_bytes_stored += len(blob)
             if self.before_commit is not None:
                 await self.ctx.scripts.execute(self.ctx.client, pipe)
                 await self.before_commit()

@@ -52,6 +52,7 @@ from .paths import Volume
 from .redis_errors import redis_error
 from .scripts import Scripts
 from .session import Sessions
+from .stats import BackendStats, snapshot
 from .xattrs import Xattrs
 
 log = logging.getLogger(__name__)
@@ -188,6 +189,22 @@ class Inodes:
     def settings(self) -> Settings:
         return self.ctx.settings
 
+    def stats(self) -> BackendStats:
+        """This node's counters and state now (stats.py; safe from another thread)."""
+        return snapshot(self)
+
+    def open_handle_count(self) -> int:
+        return len(self._handles)
+
+    def dirty_bytes(self) -> int:
+        """Written data buffered here and not yet committed (atomic copies: any thread)."""
+        total = 0
+        for dirty in list(self._dirty.values()):
+            for part in (dirty, dirty.committing):
+                if part is not None:
+                    total += sum(len(b) for b in list(part.blocks.values()))
+        return total
+
     def _writable(self) -> None:
         if self.read_only:
             raise ReadOnly(f"volume {self.keys.volume!r} is open read-only")
@@ -220,6 +237,7 @@ class Inodes:
         self.ctx.answered.clear()
         self.ctx.freed = 0
         await self.sessions.register(self.sessions.mountpoint, self.sessions.event_loop)
+        self.ctx.counters.session_renewals += 1
         self.ctx.declared_dead = False
         # Whatever of the old session another node has not yet reclaimed goes now
         # (its handles here are stale, so nothing releases them twice).
@@ -323,6 +341,7 @@ class Inodes:
         invalidate their own caches too.
         """
         cache = self.ctx.cache
+        counters = self.ctx.counters
         try:
             while True:
                 session = self.ctx.session
@@ -334,13 +353,17 @@ class Inodes:
                         if isinstance(event, events.PeerJoined) and event.sid == self.ctx.session:
                             break  # this node renewed its session: listen on the new channel
                         if isinstance(event, events.InodeChanged):
+                            counters.events_inode += 1
                             cache.drop_attr(event.ino)
                         elif isinstance(event, events.EntryChanged):
+                            counters.events_entry += 1
                             cache.drop_entry(event.parent, event.name)
                             cache.drop_listing(event.parent)
                         elif isinstance(event, events.PeerJoined):
+                            counters.events_peer += 1
                             self.sessions.add_peer(event.sid)
                         else:
+                            counters.events_resync += 1
                             cache.clear()
                             cache.enabled = True
                             # Subscribed (again): make sure every live session knows to
@@ -540,7 +563,9 @@ class Inodes:
         of = self._file(fh)
         if not of.readable:
             raise FSError(errno.EBADF, f"handle {fh} is not open for reading")
-        return await self.data.read(of.ino, offset, size, self._dirty.get(of.ino))
+        data = await self.data.read(of.ino, offset, size, self._dirty.get(of.ino))
+        self.ctx.counters.bytes_read += len(data)
+        return data
 
     async def write(self, fh: int, offset: int, data: bytes) -> int:
         """Buffer a write; it reaches Redis on flush, fsync, release or a full buffer."""
@@ -560,12 +585,14 @@ class Inodes:
                 raise error
             if of.append:
                 await self._append(dirty, data)
+                self.ctx.counters.bytes_written += len(data)
                 return len(data)
             if offset + len(data) > MAX_FILE_SIZE:
                 raise FSError(errno.EFBIG, f"write past the maximum file size {MAX_FILE_SIZE}")
             await self.data.write(dirty, offset, data)
             if dirty.buffered >= self.write_buffer_bytes:
                 await self.data.flush_behind(dirty)
+        self.ctx.counters.bytes_written += len(data)
         return len(data)
 
     async def _append(self, dirty: DirtyFile, data: bytes) -> None:
