@@ -7,7 +7,8 @@ trio-asyncio on trio) and maps what comes back: backend errors become
 becomes EINTR, and anything unexpected becomes EIO after one log line with its
 traceback. pyfuse3 ends the whole mount on any exception other than
 ``FUSEError``, so none may escape a handler; :func:`handler` guards the code
-of the handlers themselves the same way and traces every request at DEBUG.
+of the handlers themselves the same way, traces every request at DEBUG and
+counts it, with its latency and errno, in ``opstats.REQUESTS`` (the metrics).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pyfuse3
 
 from ..errors import FSError
 from .crossing import Crossing
+from .opstats import REQUESTS
 
 log = logging.getLogger(__name__)
 
@@ -87,39 +89,47 @@ class Boundary:
 
 
 def handler(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
-    """Wrap a pyfuse3 handler: trace it at DEBUG and let nothing but FUSEError out.
+    """Wrap a pyfuse3 handler: count it, trace it at DEBUG and let nothing but FUSEError out.
 
     Cancellation (trio's ``Cancelled``, asyncio's ``CancelledError``) is a
-    BaseException and passes through untouched.
+    BaseException and passes through untouched (counted as EINTR).
     """
     name = fn.__name__
+    stats = REQUESTS.op(name)
+    clock = time.perf_counter
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        start = time.perf_counter()
-        debug = log.isEnabledFor(logging.DEBUG)
+        start = clock()
         try:
             result = await fn(*args, **kwargs)
         except pyfuse3.FUSEError as exc:
-            if debug:
+            elapsed = clock() - start
+            stats.done(elapsed)
+            stats.failed(exc.errno)
+            if log.isEnabledFor(logging.DEBUG):
                 log.debug(
                     "%s%s -> %s (%.3f ms)",
                     name,
                     summary(args[1:]),
                     errno.errorcode.get(exc.errno, exc.errno),
-                    (time.perf_counter() - start) * 1e3,
+                    elapsed * 1e3,
                 )
             raise
         except Exception:
+            stats.done(clock() - start)
+            stats.failed(errno.EIO)
             log.exception("unexpected error in handler %s%s", name, summary(args[1:]))
             raise pyfuse3.FUSEError(errno.EIO) from None
-        if debug:
+        except BaseException:
+            stats.done(clock() - start)
+            stats.failed(errno.EINTR)
+            raise
+        elapsed = clock() - start
+        stats.done(elapsed)
+        if log.isEnabledFor(logging.DEBUG):
             log.debug(
-                "%s%s -> %s (%.3f ms)",
-                name,
-                summary(args[1:]),
-                summary(result),
-                (time.perf_counter() - start) * 1e3,
+                "%s%s -> %s (%.3f ms)", name, summary(args[1:]), summary(result), elapsed * 1e3
             )
         return result
 

@@ -1,4 +1,4 @@
-"""The command line: ``redisfuse mount|umount`` and ``python -m redisfuse.fuse MOUNTPOINT``.
+"""The command line: ``redisfuse COMMAND`` and ``python -m redisfuse.fuse MOUNTPOINT``.
 
 User mistakes raise UsageError; ``main`` prints its one line to stderr and exits
 with its code (listed in the README). Tracebacks go to the DEBUG log only.
@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 
 from .. import bench
+from . import stats_view
 from .errors import EXIT_FAILURE, EXIT_FUSE, EXIT_MOUNTPOINT, EXIT_USAGE, UsageError
 from .loops import DEFAULT_EVENT_LOOP, EVENT_LOOPS
 
@@ -72,6 +73,19 @@ def parse_size(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"a size cannot be negative: {text!r}")
     return int(value * _SIZE_UNITS[unit])
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPV6]:PORT`` or ``PORT`` (then on 127.0.0.1) for ``--metrics``."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]") if sep else "127.0.0.1"
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not 0 < number < 65536:
+        raise argparse.ArgumentTypeError(f"not HOST:PORT: {text!r} (try 127.0.0.1:9567)")
+    return host or "0.0.0.0", number
 
 
 def _add_mount_arguments(parser: argparse.ArgumentParser) -> None:
@@ -174,6 +188,20 @@ def _add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         help="log at DEBUG, tracing every FUSE request with its result and latency",
     )
     logs.add_argument("--log-file", metavar="PATH", help="also write the log to this file")
+    logs.add_argument(
+        "--metrics",
+        type=parse_address,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (PORT alone: on "
+        "127.0.0.1; needs the metrics extra); redisfuse stats works without it",
+    )
+    logs.add_argument(
+        "--log-metrics",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="log a one-line summary of the mount's counters every S seconds",
+    )
 
 
 def mount_parser(prog: str) -> argparse.ArgumentParser:
@@ -215,6 +243,13 @@ def main_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="delete replaced data older than this (default 60: a reader may still "
         "hold an older block map); 0 frees all of it now, when space is short",
+    )
+    stats_view.add_arguments(
+        sub.add_parser(
+            "stats",
+            help="show a mount's operations, latency, Redis round trips, cache hits and "
+            "throughput per second, live",
+        )
     )
     bench.add_arguments(sub.add_parser("bench", help="run the benchmark workloads in a directory"))
     fsck = sub.add_parser("fsck", help="check the volume's consistency (and repair it)")
@@ -334,6 +369,8 @@ def _mount(args: argparse.Namespace, argv: Sequence[str]) -> int:
         quota_bytes=args.quota,
         quota_inodes=args.inode_quota,
         event_loop=args.event_loop,
+        metrics_address=args.metrics,
+        log_metrics=args.log_metrics,
     )
     mount.run(config)
     return 0
@@ -389,4 +426,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(_umount, args)
     if args.command == "bench":
         return bench.run_from_args(args)
+    if args.command == "stats":
+        return _run(stats_view.run, args)
     return _run(_volume_command, args)

@@ -41,9 +41,14 @@ class KernelInvalidator:
         """Lookup counts of the inodes the kernel holds (kept by Operations)."""
         self.events = 0
         self.resyncs = 0
+        self.inode_invalidations = 0
+        self.entry_invalidations = 0
 
     def __repr__(self) -> str:
-        return f"<KernelInvalidator events={self.events} resyncs={self.resyncs}>"
+        return (
+            f"<KernelInvalidator events={self.events} resyncs={self.resyncs} "
+            f"invalidated inodes={self.inode_invalidations} entries={self.entry_invalidations}>"
+        )
 
     async def run(self) -> None:
         """Consume events until cancelled.
@@ -71,6 +76,7 @@ class KernelInvalidator:
         async for event in self.boundary.iterate(self.fs.events()):
             self.events += 1
             if isinstance(event, EntryChanged):
+                self.entry_invalidations += 1
                 pyfuse3.invalidate_entry_async(
                     pyfuse3.InodeT(event.parent), event.name, ignore_enoent=True
                 )
@@ -89,3 +95,4 @@ class KernelInvalidator:
             # Abandoned on cancellation: at unmount a kernel notification may never
             # return, and the mount must still finish (the thread dies with it).
             await anyio.to_thread.run_sync(_drop_inode, ino, abandon_on_cancel=True)
+            self.inode_invalidations += 1

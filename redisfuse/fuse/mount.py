@@ -28,6 +28,7 @@ from . import loops
 from .crossing import Crossing
 from .errors import EXIT_FUSE, EXIT_MOUNTPOINT, EXIT_USAGE, UsageError, startup_error
 from .invalidate import KernelInvalidator
+from .metrics import MountMetrics, log_metrics
 from .operations import Operations
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,10 @@ class MountConfig:
     """Set the volume's byte quota (0 removes it; None leaves it as it is)."""
     quota_inodes: int | None = None
     event_loop: str = loops.DEFAULT_EVENT_LOOP
+    metrics_address: tuple[str, int] | None = None
+    """Serve Prometheus metrics at this (host, port) (needs the metrics extra)."""
+    log_metrics: float = 0.0
+    """Log a summary of the counters every this many seconds (0: never)."""
 
 
 def check_mountpoint(path: str) -> None:
@@ -127,6 +132,15 @@ async def _serve(config: MountConfig) -> None:
             entry_timeout=config.entry_timeout,
             negative_timeout=config.negative_timeout,
         )
+        invalidator = KernelInvalidator(volume.inodes, ops.boundary, ops.known)
+        metrics = MountMetrics(
+            config.mountpoint, config.volume, config.event_loop, volume.inodes, invalidator
+        )
+        ops.stats_source = metrics.encoded
+        if config.metrics_address is not None:
+            from . import prometheus
+
+            stack.callback(prometheus.serve(metrics, *config.metrics_address))
         try:
             pyfuse3.init(ops, config.mountpoint, fuse_option_set(config))
         except RuntimeError as exc:
@@ -142,8 +156,10 @@ async def _serve(config: MountConfig) -> None:
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(_stop_on_signal)
-                tasks.start_soon(KernelInvalidator(volume.inodes, ops.boundary, ops.known).run)
+                tasks.start_soon(invalidator.run)
                 tasks.start_soon(ops.boundary.call, volume.inodes.maintain)
+                if config.log_metrics > 0:
+                    tasks.start_soon(log_metrics, metrics, config.log_metrics)
                 tasks.start_soon(_set_read_ahead, config.mountpoint, config.read_ahead_kb)
                 await pyfuse3.main(max_tasks=config.max_tasks)
                 unmounted = True
@@ -212,6 +228,10 @@ def run(config: MountConfig) -> None:
     check_fuse()
     check_event_loop(config.event_loop)
     check_mountpoint(config.mountpoint)
+    if config.metrics_address is not None:
+        from . import prometheus
+
+        prometheus.require()
     try:
         loops.run(config.event_loop, _serve, config)
     except BaseException as exc:

@@ -14,7 +14,7 @@ import bisect
 import errno
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import pyfuse3
@@ -23,8 +23,13 @@ from ..backend import Attr, DirEntry, Inodes, SetAttr
 from .boundary import Boundary, handler
 from .convert import entry_attributes, negative_entry, statvfs
 from .crossing import Crossing
+from .opstats import REQUESTS
+from .rates import STATS_XATTR
 
 log = logging.getLogger(__name__)
+
+_LOOKUPS = REQUESTS.op("lookup")
+_STATS_XATTR = STATS_XATTR.encode()
 
 POSIX_ACL_NAMES = frozenset((b"system.posix_acl_access", b"system.posix_acl_default"))
 SELINUX = b"security.selinux"
@@ -67,6 +72,8 @@ class Operations(pyfuse3.Operations):
         self._versions: dict[int, int] = {}
         self.known: Counter[int] = Counter()
         """Lookup count of each inode the kernel holds (lookup, create, readdirplus...)."""
+        self.stats_source: Callable[[], bytes] | None = None
+        """The mount's counters as JSON, served as the root's xattr user.redisfuse.stats."""
 
     def __repr__(self) -> str:
         return f"<Operations {self.fs!r} dirs={len(self._dirs)} {self.boundary!r}>"
@@ -86,18 +93,21 @@ class Operations(pyfuse3.Operations):
     async def lookup(
         self, parent_inode: pyfuse3.InodeT, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        """Resolve a name; with a negative timeout, "absent" is an entry the kernel caches."""
+        """Resolve a name; with a negative timeout, "absent" is an entry the kernel caches
+        (counted as an ENOENT error all the same, see opstats.py)."""
         cached = self.fs.cached_lookup(parent_inode, name)
         if cached is not None:
             return self._ref(cached)
         if self.fs.known_absent(parent_inode, name):
             if self.negative_timeout > 0:
+                _LOOKUPS.failed(errno.ENOENT)
                 return negative_entry(self.negative_timeout)
             raise pyfuse3.FUSEError(errno.ENOENT)
         try:
             attr = await self.boundary.call(self.fs.lookup, parent_inode, name)
         except pyfuse3.FUSEError as exc:
             if exc.errno == errno.ENOENT and self.negative_timeout > 0:
+                _LOOKUPS.failed(errno.ENOENT)
                 return negative_entry(self.negative_timeout)
             raise
         return self._ref(attr)
@@ -328,7 +338,12 @@ class Operations(pyfuse3.Operations):
         kernel for security.capability before every write: answer without a
         crossing when the cache knows the inode has no xattrs. ACLs are not
         supported (see setxattr): saying so with EOPNOTSUPP lets ls stop asking
-        for the rest of the directory."""
+        for the rest of the directory.
+
+        ``user.redisfuse.stats`` of the root is virtual: the mount's counters, for
+        ``redisfuse stats`` (docs/architecture.md, "Metrics"); never stored or listed."""
+        if name == _STATS_XATTR and inode == pyfuse3.ROOT_INODE and self.stats_source:
+            return self.stats_source()
         if name in POSIX_ACL_NAMES:
             raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
         if self.fs.known_without_xattrs(inode):
@@ -349,6 +364,8 @@ class Operations(pyfuse3.Operations):
         """
         if name in POSIX_ACL_NAMES:
             raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
+        if name == _STATS_XATTR and inode == pyfuse3.ROOT_INODE:
+            raise pyfuse3.FUSEError(errno.EPERM)  # the virtual stats xattr is read-only
         await self.boundary.call(self.fs.setxattr, inode, name, value, 0)
 
     @handler
