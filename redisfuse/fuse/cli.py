@@ -339,6 +339,10 @@ def _background(argv: Sequence[str], mountpoint: str) -> int:
 
 
 def _mount(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if args.metrics is not None:
+        from . import prometheus
+
+        prometheus.require()
     try:
         from . import mount
     except ImportError as exc:

@@ -4,8 +4,10 @@ prometheus_client (the ``metrics`` extra) serves ``/metrics`` from its own
 thread. Nothing is counted through it: at each scrape a custom collector takes
 one snapshot (``metrics.MountMetrics``) and turns it into metric families, so
 the request path pays for plain integers only, never for prometheus_client's
-locks. Every metric carries the labels ``mountpoint`` and ``volume`` (several
-mounts on one host scrape into one Prometheus).
+locks. Imports neither pyfuse3 nor prometheus_client at load time, so that
+the command line can check for the extra before anything else. Every metric
+carries the labels ``mountpoint`` and ``volume`` (several mounts on one host
+scrape into one Prometheus).
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .errors import EXIT_USAGE, UsageError
-from .metrics import MountMetrics
 from .opstats import LATENCY_BUCKETS
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
+
+    from .metrics import MountMetrics
 
 log = logging.getLogger(__name__)
 
