@@ -8,6 +8,7 @@ is refused before FUSE or Redis is touched.
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from redisfuse.fuse.cli import parse_address
 from redisfuse.fuse.opstats import LATENCY_BUCKETS, OpStats
 from redisfuse.fuse.rates import COLUMNS, Totals, header, rates, row, totals
 
@@ -99,3 +101,12 @@ def test_rates_between_two_snapshots() -> None:
     cells = row(r).split()
     assert len(cells) == len(COLUMNS) and len(row(r)) == len(header())
     assert cells[:3] == ["100", "2.00", "2.00"]
+
+
+def test_metrics_address() -> None:
+    assert parse_address("9567") == ("127.0.0.1", 9567)
+    assert parse_address(":9567") == ("0.0.0.0", 9567)
+    assert parse_address("[::1]:9567") == ("::1", 9567)
+    for bad in ("x", "host:", "70000", "h:0"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_address(bad)

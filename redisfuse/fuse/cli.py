@@ -76,7 +76,7 @@ def parse_size(text: str) -> int:
 
 
 def parse_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``[IPV6]:PORT`` or ``PORT`` (then on 127.0.0.1) for ``--metrics``."""
+    """``HOST:PORT``, ``[IPV6]:PORT``, ``:PORT`` (every interface) or ``PORT`` (127.0.0.1)."""
     host, sep, port = text.rpartition(":")
     host = host.strip("[]") if sep else "127.0.0.1"
     try:
@@ -193,7 +193,8 @@ def _add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         type=parse_address,
         metavar="HOST:PORT",
         help="serve Prometheus metrics at http://HOST:PORT/metrics (PORT alone: on "
-        "127.0.0.1; needs the metrics extra); redisfuse stats works without it",
+        "127.0.0.1, :PORT on every interface; needs the metrics extra); redisfuse stats "
+        "works without it",
     )
     logs.add_argument(
         "--log-metrics",
