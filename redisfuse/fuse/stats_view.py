@@ -55,6 +55,11 @@ def read_snapshot(mountpoint: str) -> dict[str, Any]:
                 f"{mountpoint}: the mount's process is gone (unmount it: fusermount3 -u)",
                 EXIT_MOUNTPOINT,
             ) from None
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise UsageError(
+                f"{mountpoint}: permission denied (another user's mount, without --allow-other?)",
+                EXIT_MOUNTPOINT,
+            ) from None
         raise UsageError(f"{mountpoint} is not a RedisFUSE mount", EXIT_MOUNTPOINT) from None
     try:
         snapshot: dict[str, Any] = json.loads(raw)
