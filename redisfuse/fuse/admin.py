@@ -13,6 +13,7 @@ from ..backend import RedisOptions, open_volume
 from ..backend.fsck import fsck
 from ..errors import FSError
 from .errors import EXIT_FAILURE, startup_error
+from .progress import Progress
 
 
 def _out(line: str = "") -> None:
@@ -33,12 +34,22 @@ async def run(command: str, args: argparse.Namespace, options: RedisOptions) -> 
                 return await _status(vol.name, fs)
             if command == "gc":
                 dead = await fs.sessions.dead(args.session_timeout)
-                for sid in dead:
-                    await fs.sessions.reclaim(sid)
-                purged = await fs.gc(grace_ms=int(args.grace * 1000))
+                # A bar on a terminal only: the plain output below stays as it was.
+                with Progress("gc", len(dead) + 1, "steps", plain=False) as bar:
+                    for n, sid in enumerate(dead, 1):
+                        await fs.sessions.reclaim(sid)
+                        bar.update(n, f"reclaimed session {sid}")
+                    purged = await fs.gc(grace_ms=int(args.grace * 1000))
+                    bar.update(len(dead) + 1)
                 _out(f"reclaimed {len(dead)} dead sessions, deleted {purged} replaced objects")
                 return 0
-            report = await fsck(fs.ctx.client, vol.name, repair=args.repair)
+            with Progress("fsck", None, "inodes", plain=False) as bar:
+                report = await fsck(
+                    fs.ctx.client,
+                    vol.name,
+                    repair=args.repair,
+                    progress=lambda done, total: _advance(bar, done, total),
+                )
             _out(str(report))
             if report.ok:
                 _out("volume is consistent")
@@ -50,6 +61,11 @@ async def run(command: str, args: argparse.Namespace, options: RedisOptions) -> 
             return EXIT_FAILURE
     except FSError as exc:
         raise startup_error(exc) from exc
+
+
+def _advance(bar: Progress, done: int, total: int) -> None:
+    bar.set_total(total)  # known once fsck has listed the inodes
+    bar.update(done)
 
 
 async def _status(name: str, fs) -> int:  # type: ignore[no-untyped-def]

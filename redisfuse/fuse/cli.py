@@ -24,7 +24,7 @@ MIB = 1 << 20
 BACKGROUND_READY_S = 30.0
 
 
-def _add_redis_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_redis_arguments(parser: argparse.ArgumentParser, volume_option: bool = True) -> None:
     redis = parser.add_argument_group("Redis")
     redis.add_argument(
         "--redis-url", help="redis://, rediss:// or unix:// URL (overrides host/port/db)"
@@ -37,9 +37,10 @@ def _add_redis_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("REDIS_PASSWORD"),
         help="Redis password (default: $REDIS_PASSWORD); never logged",
     )
-    redis.add_argument(
-        "--volume", default="default", help="volume name inside Redis (default: default)"
-    )
+    if volume_option:
+        redis.add_argument(
+            "--volume", default="default", help="volume name inside Redis (default: default)"
+        )
     redis.add_argument(
         "--redis-timeout",
         type=float,
@@ -222,6 +223,23 @@ def main_parser() -> argparse.ArgumentParser:
     fsck.add_argument(
         "--repair", action="store_true", help="fix what is found (run it while the volume is quiet)"
     )
+    dump = sub.add_parser(
+        "dump",
+        help="write a volume to a file (docs/dump-format.md)",
+        description="Write VOLUME to FILE ('-': stdout); each file is consistent even "
+        "while the volume is in use.",
+    )
+    dump.add_argument("volume", metavar="VOLUME", help="volume name inside Redis")
+    dump.add_argument("file", metavar="FILE", help="dump file to write, or - for stdout")
+    _add_redis_arguments(dump, volume_option=False)
+    load = sub.add_parser(
+        "load",
+        help="restore a dump into an empty volume",
+        description="Restore FILE ('-': stdin) into VOLUME, which must be empty (or new).",
+    )
+    load.add_argument("file", metavar="FILE", help="dump file to read, or - for stdin")
+    load.add_argument("volume", metavar="VOLUME", help="volume name inside Redis")
+    _add_redis_arguments(load, volume_option=False)
     return parser
 
 
@@ -363,12 +381,15 @@ def _run(fn, *args) -> int:  # type: ignore[no-untyped-def]
 
 
 def _volume_command(args: argparse.Namespace) -> int:
-    """status, gc and fsck: backend work on plain asyncio, no FUSE needed."""
+    """status, gc, fsck, dump and load: backend work on plain asyncio, no FUSE needed."""
     import asyncio
 
-    from . import admin
+    from . import admin, backup
 
     setup_logging(False, None)
+    if args.command in ("dump", "load"):
+        command = backup.dump if args.command == "dump" else backup.load
+        return asyncio.run(command(args, _redis_options(args)))
     return asyncio.run(admin.run(args.command, args, _redis_options(args)))
 
 
