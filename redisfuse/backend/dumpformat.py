@@ -140,7 +140,7 @@ def check_block(rec: dict[str, Any], block_size: int) -> tuple[int, int, int, in
     """(index, valid, length, crc32) of a block record's line."""
     if rec.get("kind") != "block":
         raise DumpFormatError(f"expected a block record, found {rec.get('kind')!r}")
-    valid = integer(rec, "valid", 1)
+    valid = integer(rec, "valid")
     if valid > block_size:
         raise DumpFormatError(f"block holds {valid} bytes, more than the block size")
     return integer(rec, "index"), valid, integer(rec, "length", 1), integer(rec, "crc32")

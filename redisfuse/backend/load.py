@@ -13,12 +13,13 @@ mounted.
 
 from __future__ import annotations
 
+import errno
 import logging
 import stat
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import NotEmpty
+from ..errors import FSError, NotEmpty
 from . import dumpformat as fmt
 from .context import Context
 from .dump import OBJECT_BATCH, Progress
@@ -90,17 +91,25 @@ class Loader:
         return fmt.parse(raw)
 
     async def check_empty(self) -> None:
-        """Refuse a volume with anything in it besides a bare root directory."""
+        """Refuse a volume with anything in it besides a bare root directory, or mounted."""
         keys = self.keys
         with self.ctx.guard():
             pipe = self.ctx.client.pipeline(transaction=False)
             pipe.hlen(keys.dirents(ROOT_INO))
             pipe.hlen(keys.xattrs(ROOT_INO))
             pipe.hget(keys.usage, "inodes")
-            entries, xattrs, inodes = await pipe.execute()
+            pipe.zcard(keys.sessions)
+            entries, xattrs, inodes, sessions = await pipe.execute()
         if entries or xattrs or int(inodes or 1) != 1:
             raise NotEmpty(
                 f"volume {keys.volume!r} is not empty; load restores only into an empty volume"
+            )
+        if sessions > 1:
+            # A load publishes no change events: a mount would not see what it restores.
+            raise FSError(
+                errno.EBUSY,
+                f"volume {keys.volume!r} is in use by {sessions - 1} other session(s); unmount "
+                "it first (or run redisfuse gc if that mount died)",
             )
 
     async def run(self) -> LoadStats:

@@ -21,7 +21,7 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
-from redisfuse.backend import NotEmpty, SetAttr, Volume, open_volume
+from redisfuse.backend import FSError, NotEmpty, SetAttr, Volume, open_volume
 from redisfuse.backend.dump import OBJECT_BATCH, Dumper, DumpStats, dump_volume
 from redisfuse.backend.dumpformat import DumpFormatError
 from redisfuse.backend.fsck import fsck
@@ -201,6 +201,19 @@ async def test_load_refuses_a_volume_that_is_not_empty(vol: Volume, target: Volu
     with pytest.raises(NotEmpty, match="not empty"):
         await load_bytes(target, data)
     assert await target.listdir("/") == ["already-here"]
+
+
+async def test_load_refuses_a_volume_mounted_elsewhere(
+    redis_server,  # type: ignore[no-untyped-def]
+    vol: Volume,
+    target: Volume,
+) -> None:
+    data = await dump_bytes(vol)
+    # A second open of the target stands for a mount: a session of its own.
+    async with open_volume(redis_server.url, volume=target.name) as other:
+        with pytest.raises(FSError, match="in use by 1 other session"):
+            await load_bytes(other, data)
+    await load_bytes(target, data)  # once the other session is gone, it works
 
 
 @pytest.mark.parametrize(
