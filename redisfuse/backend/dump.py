@@ -99,6 +99,7 @@ class Dumper:
         """Dump number of each inode with more than one name, by inode id."""
         self.visited: set[int] = set()
         """Directories walked already (a rename during the dump cannot make it loop)."""
+        self.spool_memory = SPOOL_MEMORY
         self.between_batches: Callable[[], Awaitable[None]] | None = None
         """Test hook awaited between two object batches of a file."""
 
@@ -175,7 +176,7 @@ class Dumper:
                 )
                 self.stats.links += 1
                 return
-            spool = Spool(SPOOL_MEMORY)
+            spool = Spool(self.spool_memory)
             try:
                 blocks = await self._spool_blocks(snap, spool) if stat.S_ISREG(snap.mode) else 0
             except _Changed:
