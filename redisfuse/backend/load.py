@@ -4,10 +4,10 @@ Reads the stream once, front to back, holding only the directories on the
 path being restored and the inodes with several names (for their later
 links): memory does not grow with the volume. Inodes and objects get fresh
 ids from the volume's counters (the dump's own numbers are only names inside
-the dump). Every step is one MULTI that keeps the volume's invariants (an
-inode with its entry, link counts and usage; a batch of objects with its
-block map entries and byte counts), so a load cut short leaves a consistent,
-partly restored volume. Nothing is published: load into a volume nobody has
+the dump). Every step keeps the volume's invariants (an inode with its entry,
+link counts and usage; a batch of objects with its block map entries and byte
+counts), and steps go to Redis whole, many to a MULTI, so a load cut short
+leaves a consistent, partly restored volume. Nothing is published: load into a volume nobody has
 mounted.
 """
 
@@ -19,6 +19,8 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
+from redis.asyncio.client import Pipeline
+
 from ..errors import FSError, NotEmpty
 from . import dumpformat as fmt
 from .context import Context
@@ -28,6 +30,12 @@ from .keys import ROOT_INO
 from .streams import AsyncReader
 
 log = logging.getLogger(__name__)
+
+BATCH_STEPS = 64
+"""Steps (an inode with its entry, a link, a batch of blocks) sent in one MULTI at most..."""
+
+BATCH_BYTES = 1 << 20
+"""...and object bytes: one round trip restores many small files."""
 
 HEADER_MAX = 4096
 """Longest first line a dump may have: another kind of file is told apart quickly."""
@@ -80,6 +88,29 @@ class Loader:
         self.stack: list[_Dir] = []
         self.linked: dict[int, int] = {}
         """Inode id of each dump number whose inode has several names."""
+        self._batch: Pipeline | None = None
+        self._steps = 0
+        self._bytes = 0
+
+    def _pipe(self) -> Pipeline:
+        """The MULTI that the next step goes into."""
+        if self._batch is None:
+            self._batch = self.ctx.client.pipeline(transaction=True)
+        return self._batch
+
+    async def _queued(self, nbytes: int = 0) -> None:
+        """One whole step (keeping every invariant) was queued; send the batch when full."""
+        self._steps += 1
+        self._bytes += nbytes
+        if self._steps >= BATCH_STEPS or self._bytes >= BATCH_BYTES:
+            await self._send()
+
+    async def _send(self) -> None:
+        batch, self._batch = self._batch, None
+        self._steps = self._bytes = 0
+        if batch is not None:
+            with self.ctx.guard():
+                await batch.execute()
 
     def __repr__(self) -> str:
         return f"<Loader {self.keys.volume!r} {self.stats} depth={len(self.stack)}>"
@@ -124,6 +155,7 @@ class Loader:
             kind = rec["kind"]
             if kind == "end":
                 self._check_end(rec)
+                await self._send()
                 break
             if kind == "inode":
                 await self._inode(rec)
@@ -183,12 +215,10 @@ class Loader:
             times: dict[Any, Any] = {
                 k: v[k] for k in ("mode", "uid", "gid", "atime", "mtime", "ctime")
             }
-            with self.ctx.guard():
-                pipe = self.ctx.client.pipeline(transaction=True)
-                pipe.hset(keys.inode(ino), mapping={**times, "xattrs": len(xattrs)})
-                if xattrs:
-                    pipe.hset(keys.xattrs(ino), mapping=xattrs)  # type: ignore[arg-type]
-                await pipe.execute()
+            pipe = self._pipe()
+            pipe.hset(keys.inode(ino), mapping={**times, "xattrs": len(xattrs)})
+            if xattrs:
+                pipe.hset(keys.xattrs(ino), mapping=xattrs)  # type: ignore[arg-type]
         else:
             top, name, seq = self._enter(rec)
             (ino,) = await self.ctx.inode_ids.take()
@@ -206,19 +236,18 @@ class Loader:
             if stat.S_ISLNK(mode):
                 target = fmt.unpack_bytes(rec.get("target"), "symlink target")
                 fields["size"] = len(target)
-            with self.ctx.guard():
-                pipe = self.ctx.client.pipeline(transaction=True)
-                pipe.hset(keys.inode(ino), mapping=fields)
-                pipe.hset(keys.dirents(top.ino), name, f"{ino}:{seq}")
-                pipe.hset(keys.inode(top.ino), "dseq", seq)
-                if is_dir:
-                    pipe.hincrby(keys.inode(top.ino), "nlink", 1)
-                if target is not None:
-                    pipe.set(keys.symlink(ino), target)
-                if xattrs:
-                    pipe.hset(keys.xattrs(ino), mapping=xattrs)  # type: ignore[arg-type]
-                pipe.hincrby(keys.usage, "inodes", 1)
-                await pipe.execute()
+            pipe = self._pipe()
+            pipe.hset(keys.inode(ino), mapping=fields)
+            pipe.hset(keys.dirents(top.ino), name, f"{ino}:{seq}")
+            pipe.hset(keys.inode(top.ino), "dseq", seq)
+            if is_dir:
+                pipe.hincrby(keys.inode(top.ino), "nlink", 1)
+            if target is not None:
+                pipe.set(keys.symlink(ino), target)
+            if xattrs:
+                pipe.hset(keys.xattrs(ino), mapping=xattrs)  # type: ignore[arg-type]
+            pipe.hincrby(keys.usage, "inodes", 1)
+        await self._queued()
         self.stats.inodes += 1
         if stat.S_ISREG(mode):
             await self._blocks(ino, fmt.integer(rec, "blocks"))
@@ -245,12 +274,11 @@ class Loader:
             raise DumpFormatError(f"link to inode {number}, not a file with several names before")
         top, name, seq = self._enter(rec)
         keys = self.keys
-        with self.ctx.guard():
-            pipe = self.ctx.client.pipeline(transaction=True)
-            pipe.hset(keys.dirents(top.ino), name, f"{ino}:{seq}")
-            pipe.hset(keys.inode(top.ino), "dseq", seq)
-            pipe.hincrby(keys.inode(ino), "nlink", 1)
-            await pipe.execute()
+        pipe = self._pipe()
+        pipe.hset(keys.dirents(top.ino), name, f"{ino}:{seq}")
+        pipe.hset(keys.inode(top.ino), "dseq", seq)
+        pipe.hincrby(keys.inode(ino), "nlink", 1)
+        await self._queued()
         self.stats.links += 1
 
     async def _blocks(self, ino: int, count: int) -> None:
@@ -275,23 +303,21 @@ class Loader:
             await self._store(ino, batch)
 
     async def _store(self, ino: int, batch: list[tuple[int, int, bytes]]) -> None:
-        """Objects, their map entries and byte counts in one MULTI."""
+        """Queue objects with their map entries and byte counts."""
         keys = self.keys
         ids = await self.ctx.object_ids.take(len(batch))
         total = sum(valid for _, valid, _ in batch)
-        with self.ctx.guard():
-            pipe = self.ctx.client.pipeline(transaction=True)
-            for obj, (_, _, stored) in zip(ids, batch, strict=True):
-                pipe.set(keys.obj(obj), stored)
-            mapping = {
-                str(index): f"{obj}:{valid}"
-                for obj, (index, valid, _) in zip(ids, batch, strict=True)
-            }
-            pipe.hset(keys.blockmap(ino), mapping=mapping)  # type: ignore[arg-type]
-            pipe.hincrby(keys.inode(ino), "bytes", total)
-            pipe.hincrby(keys.usage, "bytes", total)
-            await pipe.execute()
+        pipe = self._pipe()
+        for obj, (_, _, stored) in zip(ids, batch, strict=True):
+            pipe.set(keys.obj(obj), stored)
+        mapping = {
+            str(index): f"{obj}:{valid}" for obj, (index, valid, _) in zip(ids, batch, strict=True)
+        }
+        pipe.hset(keys.blockmap(ino), mapping=mapping)  # type: ignore[arg-type]
+        pipe.hincrby(keys.inode(ino), "bytes", total)
+        pipe.hincrby(keys.usage, "bytes", total)
         self.stats.blocks += len(batch)
+        await self._queued(sum(len(stored) for _, _, stored in batch))
 
 
 async def load_volume(
