@@ -77,7 +77,7 @@ async def dump(args: argparse.Namespace, options: RedisOptions) -> int:
                         lambda inodes, written: bar.update(inodes, human_bytes(written)),
                     )
         except (FSError, DumpFormatError, OSError) as exc:
-            raise _failure(exc, args.file) from exc
+            raise _failure(exc, "stdout" if args.file == "-" else args.file) from exc
     log.info(
         "dumped volume %r: %d inodes, %d more links, %d blocks, %s",
         args.volume,
@@ -105,7 +105,7 @@ async def load(args: argparse.Namespace, options: RedisOptions) -> int:
                         lambda inodes, consumed: bar.update(consumed, f"{inodes} inodes"),
                     )
         except (FSError, DumpFormatError, OSError) as exc:
-            raise _failure(exc, args.file) from exc
+            raise _failure(exc, "stdin" if args.file == "-" else args.file) from exc
     log.info(
         "loaded volume %r: %d inodes, %d more links, %d blocks",
         args.volume,
