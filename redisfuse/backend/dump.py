@@ -206,8 +206,7 @@ class Dumper:
                 spool.close()
             if is_dir and snap.ino not in self.visited:
                 self.visited.add(snap.ino)
-                entries = [(n, int(v.split(b":")[0])) for n, v in snap.entries.items()]
-                stack.append(_Frame(number, sorted(entries)))
+                stack.append(_Frame(number, _sorted_entries(snap)))
             if self.progress is not None:
                 self.progress(self.stats.inodes, self.stats.bytes)
             return
@@ -271,6 +270,17 @@ class Dumper:
             await spool.add(b"".join(records))
         self.stats.blocks += len(entries)
         return len(entries)
+
+
+def _sorted_entries(snap: _Snapshot) -> list[tuple[bytes, int]]:
+    """A directory's (name, child) pairs in byte order of the names."""
+    try:
+        entries = [(name, int(value.split(b":")[0])) for name, value in snap.entries.items()]
+    except ValueError:
+        raise FSError(
+            errno.EIO, f"corrupt entry in directory {snap.ino}; run redisfuse fsck"
+        ) from None
+    return sorted(entries)
 
 
 def _inode_record(

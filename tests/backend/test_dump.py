@@ -311,3 +311,13 @@ async def test_file_replaced_between_object_batches_is_read_again(
     assert buf.getvalue() == await dump_bytes(vol)  # the same as a quiet dump, all in memory
     await load_bytes(target, buf.getvalue())
     assert await target.read_file("/f") == new
+
+
+async def test_dump_of_a_damaged_volume_names_the_problem(vol: Volume, raw: Redis) -> None:
+    await vol.write_file("/f", b"data")
+    ino = (await vol.stat("/f")).ino
+    keys = vol.inodes.keys
+    await raw.hset(keys.blockmap(ino), "1", "not-a-map-entry")
+    with pytest.raises(FSError, match=f"corrupt block map entry .* of inode {ino}; run redisfuse"):
+        await dump_bytes(vol)
+    assert (await fsck(raw, vol.name, repair=True)).repairs  # leave it whole for the teardown
