@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 
 from .. import bench
-from . import flock_cmd
+from . import flock_cmd, fstab
 from .errors import EXIT_FAILURE, EXIT_FUSE, EXIT_MOUNTPOINT, EXIT_USAGE, UsageError
 from .loops import DEFAULT_EVENT_LOOP, EVENT_LOOPS
 
@@ -398,10 +398,28 @@ def fuse_main(argv: Sequence[str] | None = None) -> int:
     return _run(_mount, args, argv)
 
 
+def _commands(parser: argparse.ArgumentParser) -> list[str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []
+
+
+def _helper_mount(argv: Sequence[str]) -> int:
+    """``redisfuse SOURCE DIR -o OPTS``, as mount(8) runs it through mount.fuse3 (fstab.py)."""
+    translation = fstab.translate(argv, mount_parser("redisfuse"))
+    fstab.apply_env(translation.env)
+    args = mount_parser("redisfuse").parse_args(translation.argv)
+    return _mount(args, translation.argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``redisfuse COMMAND ...``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = main_parser().parse_args(argv)
+    parser = main_parser()
+    if fstab.is_helper_call(argv, _commands(parser)):
+        return _run(_helper_mount, argv)
+    args = parser.parse_args(argv)
     if args.command == "mount":
         return _run(_mount, args, argv[1:])
     if args.command == "umount":
