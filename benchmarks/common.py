@@ -2,7 +2,7 @@
 
 A target is a directory the workloads run in: ``tmpfs`` (the kernel's
 ceiling), memfs (``memfs.py``, the ceiling of a Python FUSE filesystem) on one
-event loop, or a RedisFUSE mount on one ``--event-loop``. The issue's targets
+event loop, or a RedisFUSE mount on one ``--event-loop``. The performance targets (issue 9)
 are ratios to memfs on trio, so that is the reference every RedisFUSE column is
 divided by; memfs on asyncio and uvloop give each RedisFUSE loop a second
 ratio, to the ceiling of its own loop.
@@ -20,7 +20,7 @@ RF_LOOPS = {"redisfuse": "trio", "redisfuse-asyncio": "asyncio", "redisfuse-uvlo
 TARGETS = ("tmpfs", *MEMFS_LOOPS, *RF_LOOPS)
 DEFAULT_TARGETS = ("tmpfs", "memfs", "redisfuse")
 REFERENCE = "memfs"
-"""The ceiling the issue's targets are stated against: memfs on trio."""
+"""The ceiling the performance targets (issue 9) are stated against: memfs on trio."""
 COLUMNS = {
     "tmpfs": "tmpfs",
     "memfs": "memfs",

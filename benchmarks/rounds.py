@@ -91,7 +91,7 @@ def run_rounds(
 def summarize_workloads(results: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
     """Per workload: each target's runs, median and noise, and each RedisFUSE ratio to memfs.
 
-    ``ratio_<target>_memfs`` divides by memfs on trio (the issue's reference);
+    ``ratio_<target>_memfs`` divides by memfs on trio (the reference of issue 9's targets);
     ``ratio_<target>_memfs-<loop>`` by memfs on the target's own loop.
     """
     out: dict[str, Any] = {}
