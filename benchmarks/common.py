@@ -2,10 +2,10 @@
 
 A target is a directory the workloads run in: ``tmpfs`` (the kernel's
 ceiling), memfs (``memfs.py``, the ceiling of a Python FUSE filesystem) on one
-event loop, or a RedisFUSE mount on one ``--event-loop``. The performance targets (issue 9)
-are ratios to memfs on trio, so that is the reference every RedisFUSE column is
-divided by; memfs on asyncio and uvloop give each RedisFUSE loop a second
-ratio, to the ceiling of its own loop.
+event loop, or a RedisFUSE mount on one ``--event-loop``. The performance
+targets (issue 9) are ratios to memfs on trio, so that is the reference every
+RedisFUSE column is divided by; memfs on asyncio and uvloop give each RedisFUSE
+loop a second ratio, to the ceiling of its own loop.
 """
 
 from __future__ import annotations
