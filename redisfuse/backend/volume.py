@@ -31,7 +31,7 @@ from .cache import ObjectCache
 from .capacity import Capacity
 from .connect import RedisOptions, connect, retry_stats
 from .context import Context, now_ns
-from .data import READ_AHEAD_BLOCKS, BlockStore, DirtyFile
+from .data import BlockStore, DirtyFile
 from .events import Event
 from .keys import ROOT_INO, Keys
 from .lock import Lock
@@ -49,6 +49,7 @@ from .model import (
 )
 from .namespace import Namespace
 from .paths import Volume
+from .reader import READ_AHEAD_BLOCKS
 from .redis_errors import redis_error
 from .scripts import Scripts
 from .session import Sessions
@@ -300,6 +301,7 @@ class Inodes:
             return
         self._closed = True
         with anyio.CancelScope(shield=True):
+            await self.data.reader.aclose()
             for fh in list(self._handles):
                 try:
                     await self.release(fh)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 
 from .. import bench
+from . import flock_cmd, fstab
 from .errors import EXIT_FAILURE, EXIT_FUSE, EXIT_MOUNTPOINT, EXIT_USAGE, UsageError
 from .loops import DEFAULT_EVENT_LOOP, EVENT_LOOPS
 
@@ -240,6 +241,14 @@ def main_parser() -> argparse.ArgumentParser:
     load.add_argument("file", metavar="FILE", help="dump file to read, or - for stdin")
     load.add_argument("volume", metavar="VOLUME", help="volume name inside Redis")
     _add_redis_arguments(load, volume_option=False)
+    flock = sub.add_parser(
+        "flock",
+        help="run a command holding one of the volume's distributed locks (like flock(1))",
+        description="Run COMMAND while holding the volume's distributed lock LOCK, "
+        "renewed while it runs and released when it exits; exits with its status.",
+    )
+    flock_cmd.add_arguments(flock)
+    _add_redis_arguments(flock)
     return parser
 
 
@@ -393,6 +402,16 @@ def _volume_command(args: argparse.Namespace) -> int:
     return asyncio.run(admin.run(args.command, args, _redis_options(args)))
 
 
+def _flock(args: argparse.Namespace) -> int:
+    """The command runs on plain asyncio beside the lock's renewal; no FUSE needed."""
+    import asyncio
+
+    command = flock_cmd.command_of(args)
+    setup_logging(False, None)
+    logging.getLogger().setLevel(logging.WARNING)  # its output is the command's
+    return asyncio.run(flock_cmd.run(args, _redis_options(args), command))
+
+
 def fuse_main(argv: Sequence[str] | None = None) -> int:
     """``python -m redisfuse.fuse MOUNTPOINT [options]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -400,14 +419,34 @@ def fuse_main(argv: Sequence[str] | None = None) -> int:
     return _run(_mount, args, argv)
 
 
+def _commands(parser: argparse.ArgumentParser) -> list[str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []
+
+
+def _helper_mount(argv: Sequence[str]) -> int:
+    """``redisfuse SOURCE DIR -o OPTS``, as mount(8) runs it through mount.fuse3 (fstab.py)."""
+    translation = fstab.translate(argv, mount_parser("redisfuse"))
+    fstab.apply_env(translation.env)
+    args = mount_parser("redisfuse").parse_args(translation.argv)
+    return _mount(args, translation.argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``redisfuse COMMAND ...``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = main_parser().parse_args(argv)
+    parser = main_parser()
+    if fstab.is_helper_call(argv, _commands(parser)):
+        return _run(_helper_mount, argv)
+    args = parser.parse_args(argv)
     if args.command == "mount":
         return _run(_mount, args, argv[1:])
     if args.command == "umount":
         return _run(_umount, args)
+    if args.command == "flock":
+        return _run(_flock, args)
     if args.command == "bench":
         return bench.run_from_args(args)
     return _run(_volume_command, args)
