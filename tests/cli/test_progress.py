@@ -1,6 +1,6 @@
 """The CLI's progress helper off a terminal: periodic plain lines, or silence when asked.
 
-(On a terminal it draws a tqdm bar: tests/test_dump_cli.py checks that through a
+(On a terminal it draws a tqdm bar: tests/cli/test_dump_load.py checks that through a
 pseudo-terminal.)
 """
 
