@@ -31,6 +31,9 @@ from .scripts import Stale
 log = logging.getLogger(__name__)
 
 STALE_ATTEMPTS = 20
+STAT_BATCH = 1000
+"""Attributes read per stat_many call when listing a directory (Redis is busy for
+about a millisecond per call; the calls of one listing go in one pipeline)."""
 LISTING_ON_MISS = 512
 """A lookup that misses in a directory of at most this many entries brings all its
 names back in the same round trip: the next misses there (an archive unpacked into
@@ -394,14 +397,18 @@ class Namespace:
             return [DirEntry(name, Ino(child), seq) for seq, name, child in entries]
         with self.ctx.guard():
             pipe = self.ctx.client.pipeline(transaction=False)
-            for _, _, child in entries:
-                pipe.hgetall(self.keys.inode(child))
-            fields = await pipe.execute()
+            for start in range(0, len(entries), STAT_BATCH):
+                chunk = entries[start : start + STAT_BATCH]
+                self.ctx.scripts.queue(
+                    pipe, "stat_many", [self.keys.inode(child) for _, _, child in chunk], []
+                )
+            replies = await self.ctx.scripts.execute(self.ctx.client, pipe)
+        fields = [pairs for reply in replies for pairs in reply]
         out = []
         for (seq, name, child), f in zip(entries, fields, strict=True):
             if not f:
                 continue  # removed between the two round trips
-            attr = attr_from_fields(child, f)
+            attr = attr_from_pairs(child, f)
             self.ctx.cache.put_entry(ino, name, attr)
             out.append(DirEntry(name, Ino(child), seq, attr))
         return out
