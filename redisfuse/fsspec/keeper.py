@@ -1,0 +1,122 @@
+"""Keeps one volume open, with its session heartbeat, for the life of a filesystem object.
+
+fsspec creates filesystem objects synchronously and may use them from any
+coroutine of one event loop (its own IO thread's, or the caller's with
+``asynchronous=True``), so the volume cannot be an ``async with`` block in the
+caller. One owner task per open volume holds it instead: it enters
+``open_volume``, runs ``maintain()`` (heartbeat, reclaim, gc: what a mount
+runs) in an anyio task group beside it, and leaves both when asked to close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import anyio
+
+from ..backend import Volume
+
+log = logging.getLogger(__name__)
+
+_CLOSING: set[asyncio.Task[None]] = set()
+"""Owner tasks asked to close by request_close(): referenced until they finish."""
+
+Opener = Callable[[], contextlib.AbstractAsyncContextManager[Volume]]
+
+
+class VolumeKeeper:
+    """Opens the volume on first use and keeps it open on that event loop until closed."""
+
+    def __init__(self, opener: Opener, description: str) -> None:
+        self._opener = opener
+        self._description = description
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready: asyncio.Future[Volume] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stop: asyncio.Event | None = None
+
+    def __repr__(self) -> str:
+        state = "closed"
+        if self._ready is not None:
+            state = "open" if self._ready.done() and not self._ready.exception() else "opening"
+        return f"<VolumeKeeper {self._description} {state}>"
+
+    @property
+    def is_open(self) -> bool:
+        """Whether an owner task holds (or is opening) the volume."""
+        return self._task is not None and not self._task.done()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the volume is open on (None while closed)."""
+        return self._loop if self.is_open else None
+
+    async def get(self) -> Volume:
+        """The open volume; the first call (on this loop) opens it and starts the heartbeat."""
+        running = asyncio.get_running_loop()
+        if self._ready is not None and self._loop is not running:
+            if self._loop is not None and not self._loop.is_closed() and self.is_open:
+                raise RuntimeError(
+                    f"{self._description} is open on another event loop; close it there first"
+                )
+            log.warning(
+                "%s was left open on an event loop that is now closed; opening it again "
+                "(the old session expires after its session timeout)",
+                self._description,
+            )
+            self._forget()
+        if self._ready is None:
+            # No await between the check and these assignments: concurrent first
+            # callers all wait for the one owner task.
+            self._loop = running
+            self._stop = asyncio.Event()
+            self._ready = running.create_future()
+            self._task = running.create_task(self._own(self._ready, self._stop))
+        return await asyncio.shield(self._ready)
+
+    async def _own(self, ready: asyncio.Future[Volume], stop: asyncio.Event) -> None:
+        """The owner task: open, keep the heartbeat going, close when ``stop`` is set."""
+        try:
+            async with self._opener() as volume, anyio.create_task_group() as tasks:
+                tasks.start_soon(volume.inodes.maintain)
+                ready.set_result(volume)
+                await stop.wait()
+                tasks.cancel_scope.cancel()
+        except Exception as exc:
+            if ready.done():
+                raise  # a failure while closing: aclose() reports it
+            # Opening failed (Redis unreachable, say): every waiter gets the error,
+            # and the next use tries again.
+            self._forget()
+            ready.set_exception(exc)
+
+    def _forget(self) -> None:
+        self._loop = self._ready = self._task = self._stop = None
+
+    def request_close(self) -> None:
+        """Ask the owner task to close the volume, without waiting for it (same loop only)."""
+        task, stop = self._task, self._stop
+        if task is None or stop is None:
+            return
+        self._forget()
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
+        stop.set()
+
+    async def aclose(self) -> None:
+        """Flush and release what the volume holds, end its session, close its client."""
+        task, stop, ready = self._task, self._stop, self._ready
+        if task is None or stop is None or ready is None:
+            return
+        self._forget()
+        stop.set()
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait([task])
+        if not ready.done():
+            ready.cancel()
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            raise error
