@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
-from fsspec.asyn import AsyncFileSystem, sync, sync_wrapper
+from fsspec.asyn import AsyncFileSystem, _run_coros_in_chunks, sync, sync_wrapper
 from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 from fsspec.utils import isfilelike, stringify_path
 
@@ -294,15 +294,15 @@ class RedisFuseFileSystem(AsyncFileSystem):
             except IsADirectoryError:
                 dirs.append(p)
 
-        limit = anyio.Semaphore(batch_size or self.batch_size or 64)
-
-        async def bounded(p: str) -> None:
-            async with limit:
-                await remove(p)
-
-        async with anyio.create_task_group() as tasks:
-            for p in paths:
-                tasks.start_soon(bounded, p)
+        results = await _run_coros_in_chunks(
+            [remove(p) for p in paths],
+            batch_size=batch_size or self.batch_size,
+            nofiles=True,
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         for d in sorted(dirs, key=lambda p: p.count("/"), reverse=True):
             await self._rmdir(d)
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import inspect
 import posixpath
-from collections.abc import Callable
+import secrets
+from collections.abc import Callable, Iterator
 
 import fsspec.tests.abstract as abstract
 import pytest
@@ -17,13 +18,32 @@ from fsspec.tests.abstract import AbstractFixtures
 
 from redisfuse.fsspec import RedisFuseFileSystem
 
+from ..conftest import RedisServer
+from .conftest import assert_fsck_ok
+
 RUN = {"AbstractCopyTests", "AbstractGetTests", "AbstractOpenTests", "AbstractPipeTests", "AbstractPutTests"}
 
 
 class RedisFuseFixtures(AbstractFixtures):  # type: ignore[misc]
-    @pytest.fixture
-    def fs(self, rfs: RedisFuseFileSystem) -> RedisFuseFileSystem:
-        return rfs
+    """One volume per class, as fsspec's memory tests share one store per class (a
+    volume costs a session, and the volume open is most of a small test's time).
+    The scenarios remove themselves; what a test leaves is removed after it."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def fs(cls, redis_server: RedisServer) -> Iterator[RedisFuseFileSystem]:
+        volume = f"t-{secrets.token_hex(6)}"
+        fs = RedisFuseFileSystem(volume=volume, redis_url=redis_server.url, skip_instance_cache=True)
+        yield fs
+        fs.close()
+        assert_fsck_ok(redis_server, volume)
+
+    @pytest.fixture(autouse=True)
+    def _cleared(self, fs: RedisFuseFileSystem) -> Iterator[None]:
+        yield
+        left = fs.ls("/", detail=False)
+        if left:
+            fs.rm(left, recursive=True)
 
     @pytest.fixture
     def fs_path(self) -> str:
