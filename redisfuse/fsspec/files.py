@@ -9,7 +9,9 @@ backend commits them behind the writer; close returns once Redis has them.
 
 from __future__ import annotations
 
+import errno
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fsspec.asyn import AbstractAsyncStreamedFile
@@ -28,24 +30,32 @@ CHUNK = 1 << 20
 class Handle:
     """One open backend file, addressed by byte ranges; errors leave as built-in OSErrors."""
 
-    def __init__(self, file: AsyncFile, path: str) -> None:
+    def __init__(self, file: AsyncFile, path: str, alive: Callable[[], bool]) -> None:
         self._file = file
         self.path = path
+        self._alive = alive
+        """False once the filesystem closed the volume (which released every handle)."""
 
     def __repr__(self) -> str:
         return f"<Handle {self.path!r} {self._file!r}>"
 
     @property
     def closed(self) -> bool:
-        return self._file.closed
+        return self._file.closed or not self._alive()
+
+    def _check(self) -> None:
+        if not self._alive():
+            raise OSError(errno.EBADF, "the filesystem was closed with this file open", self.path)
 
     async def size(self) -> int:
         """The file's size as Redis (and this node's unflushed writes) has it now."""
+        self._check()
         with translated(self.path):
             return await self._file.seek(0, os.SEEK_END)
 
     async def read(self, start: int, end: int | None = None) -> bytes:
         """Bytes ``[start, end)`` (to the end of file when ``end`` is None), cut at EOF."""
+        self._check()
         with translated(self.path):
             await self._file.seek(start)
             if end is None:
@@ -64,6 +74,7 @@ class Handle:
 
     async def write(self, offset: int, data: bytes) -> None:
         """Write ``data`` at ``offset`` (at the end, in append mode), CHUNK bytes per call."""
+        self._check()
         with translated(self.path):
             await self._file.seek(offset)
             for i in range(0, len(data), CHUNK):
@@ -79,6 +90,8 @@ class Handle:
 
     async def close(self) -> None:
         """Flush (returns once Redis has the data) and release the handle; idempotent."""
+        if self.closed:
+            return  # also when the volume's close released it
         with translated(self.path):
             await self._file.close()
 

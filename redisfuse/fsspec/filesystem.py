@@ -322,15 +322,16 @@ class RedisFuseFileSystem(AsyncFileSystem):
         """Open ``path``; writes make missing parent directories when ``auto_mkdir``."""
         path = self._strip_protocol(path)
         vol = await self._vol()
+        alive = functools.partial(self._keeper.holds, self._keeper.generation)
         try:
             with translated(path):
-                return Handle(await vol.open(path, mode), path)
+                return Handle(await vol.open(path, mode), path, alive)
         except FileNotFoundError:
             if mode.startswith("r") or not self.auto_mkdir or path == "/":
                 raise
         with translated(path):
             await vol.makedirs(posixpath.dirname(path), exist_ok=True)
-            return Handle(await vol.open(path, mode), path)
+            return Handle(await vol.open(path, mode), path, alive)
 
     async def _cat_file(
         self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any

@@ -37,6 +37,8 @@ class VolumeKeeper:
         self._ready: asyncio.Future[Volume] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stop: asyncio.Event | None = None
+        self.generation = 0
+        """Counts the opens: what was opened in an earlier one went with its close."""
 
     def __repr__(self) -> str:
         state = "closed"
@@ -48,6 +50,10 @@ class VolumeKeeper:
     def is_open(self) -> bool:
         """Whether an owner task holds (or is opening) the volume."""
         return self._task is not None and not self._task.done()
+
+    def holds(self, generation: int) -> bool:
+        """Whether what was opened in ``generation`` is still open (not closed with it)."""
+        return self.is_open and generation == self.generation
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -72,6 +78,7 @@ class VolumeKeeper:
             # No await between the check and these assignments: concurrent first
             # callers all wait for the one owner task.
             self._loop = running
+            self.generation += 1
             self._stop = asyncio.Event()
             self._ready = running.create_future()
             self._task = running.create_task(self._own(self._ready, self._stop))
