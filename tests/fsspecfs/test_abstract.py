@@ -21,7 +21,13 @@ from redisfuse.fsspec import RedisFuseFileSystem
 from ..conftest import RedisServer
 from .conftest import assert_fsck_ok
 
-RUN = {"AbstractCopyTests", "AbstractGetTests", "AbstractOpenTests", "AbstractPipeTests", "AbstractPutTests"}
+RUN = {
+    "AbstractCopyTests",
+    "AbstractGetTests",
+    "AbstractOpenTests",
+    "AbstractPipeTests",
+    "AbstractPutTests",
+}
 
 
 class RedisFuseFixtures(AbstractFixtures):  # type: ignore[misc]
@@ -33,7 +39,9 @@ class RedisFuseFixtures(AbstractFixtures):  # type: ignore[misc]
     @classmethod
     def fs(cls, redis_server: RedisServer) -> Iterator[RedisFuseFileSystem]:
         volume = f"t-{secrets.token_hex(6)}"
-        fs = RedisFuseFileSystem(volume=volume, redis_url=redis_server.url, skip_instance_cache=True)
+        fs = RedisFuseFileSystem(
+            volume=volume, redis_url=redis_server.url, skip_instance_cache=True
+        )
         yield fs
         fs.close()
         assert_fsck_ok(redis_server, volume)

@@ -14,7 +14,6 @@ import pytest
 from redis.asyncio import Redis
 
 from redisfuse.backend import open_volume
-from redisfuse.fsspec import RedisFuseFileSystem
 
 from ..conftest import RedisServer
 from .conftest import MakeFs, assert_fsck_ok

@@ -97,9 +97,7 @@ def test_checksum_and_ukey_change_with_the_contents(rfs: RedisFuseFileSystem) ->
         (20, 10),
     ],
 )
-def test_cat_file_ranges(
-    rfs: RedisFuseFileSystem, start: int | None, end: int | None
-) -> None:
+def test_cat_file_ranges(rfs: RedisFuseFileSystem, start: int | None, end: int | None) -> None:
     data = os.urandom(5 * BLOCK + 123)
     rfs.pipe_file("/r", data)
     assert rfs.cat_file("/r", start=start, end=end) == data[start:end]

@@ -98,9 +98,7 @@ def test_put_get_cp_stream(
     assert sent < 3 * 64 * 1024, f"Redis sent {sent} bytes for a 100-byte range"
 
 
-def test_file_object_reads_a_chunk_at_a_time(
-    rfs: RedisFuseFileSystem, big_local: Path
-) -> None:
+def test_file_object_reads_a_chunk_at_a_time(rfs: RedisFuseFileSystem, big_local: Path) -> None:
     rfs.put_file(str(big_local), "/big.bin")
     digest = hashlib.sha256()
 
