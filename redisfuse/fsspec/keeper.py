@@ -4,8 +4,10 @@ fsspec creates filesystem objects synchronously and may use them from any
 coroutine of one event loop (its own IO thread's, or the caller's with
 ``asynchronous=True``), so the volume cannot be an ``async with`` block in the
 caller. One owner task per open volume holds it instead: it enters
-``open_volume``, runs ``maintain()`` (heartbeat, reclaim, gc: what a mount
-runs) in an anyio task group beside it, and leaves both when asked to close.
+``open_volume``, runs ``maintain()`` (heartbeat, reclaim, gc) and follows the
+change events (which turn on the backend's event-coherent metadata cache),
+as a mount does, in an anyio task group beside it, and leaves them all when
+asked to close.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ _CLOSING: set[asyncio.Task[None]] = set()
 """Owner tasks asked to close by request_close(): referenced until they finish."""
 
 Opener = Callable[[], contextlib.AbstractAsyncContextManager[Volume]]
+
+
+async def _follow_events(volume: Volume) -> None:
+    """Listen to other nodes' changes: while this runs, the backend caches metadata."""
+    async for _ in volume.inodes.events():
+        pass
 
 
 class VolumeKeeper:
@@ -89,6 +97,7 @@ class VolumeKeeper:
         try:
             async with self._opener() as volume, anyio.create_task_group() as tasks:
                 tasks.start_soon(volume.inodes.maintain)
+                tasks.start_soon(_follow_events, volume)
                 ready.set_result(volume)
                 await stop.wait()
                 tasks.cancel_scope.cancel()
