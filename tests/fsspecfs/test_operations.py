@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime
 import errno
+import json
 import os
+import subprocess
+import sys
 
 import fsspec
 import pytest
@@ -19,6 +22,15 @@ BLOCK = 64 * 1024
 
 def test_protocol_is_registered_by_the_entry_point() -> None:
     assert fsspec.get_filesystem_class("redisfuse") is RedisFuseFileSystem
+
+
+def test_fsspec_frontend_needs_neither_fuse_nor_trio() -> None:
+    """Like the backend, it installs without the ``fuse`` extra (STYLE rule 1)."""
+    code = "import json, sys\nimport redisfuse.fsspec\nprint(json.dumps(sorted(sys.modules)))\n"
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    assert not {"trio", "pyfuse3", "trio_asyncio", "redisfuse.fuse"} & set(json.loads(out))
 
 
 @pytest.mark.parametrize(
