@@ -31,8 +31,15 @@ Opener = Callable[[], contextlib.AbstractAsyncContextManager[Volume]]
 
 async def _follow_events(volume: Volume) -> None:
     """Listen to other nodes' changes: while this runs, the backend caches metadata."""
-    async for _ in volume.inodes.events():
-        pass
+    while True:
+        try:
+            async for _ in volume.inodes.events():
+                pass
+        except Exception:
+            # The stream reconnects by itself; anything else is a bug, which must
+            # not close the volume under its users (the cache is off until then).
+            log.exception("change event stream failed; restarting it")
+            await anyio.sleep(1.0)
 
 
 class VolumeKeeper:
@@ -49,9 +56,12 @@ class VolumeKeeper:
         """Counts the opens: what was opened in an earlier one went with its close."""
 
     def __repr__(self) -> str:
+        ready = self._ready
         state = "closed"
-        if self._ready is not None:
-            state = "open" if self._ready.done() and not self._ready.exception() else "opening"
+        if ready is not None and not ready.done():
+            state = "opening"
+        elif ready is not None and not ready.cancelled() and ready.exception() is None:
+            state = "open"
         return f"<VolumeKeeper {self._description} {state}>"
 
     @property
@@ -62,11 +72,6 @@ class VolumeKeeper:
     def holds(self, generation: int) -> bool:
         """Whether what was opened in ``generation`` is still open (not closed with it)."""
         return self.is_open and generation == self.generation
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop | None:
-        """The event loop the volume is open on (None while closed)."""
-        return self._loop if self.is_open else None
 
     async def get(self) -> Volume:
         """The open volume; the first call (on this loop) opens it and starts the heartbeat."""
@@ -81,6 +86,10 @@ class VolumeKeeper:
                 "(the old session expires after its session timeout)",
                 self._description,
             )
+            self._forget()
+        elif self._task is not None and self._task.done() and self._ready is not None:
+            error = None if self._task.cancelled() else self._task.exception()
+            log.warning("%s closed unexpectedly (%r); opening it again", self._description, error)
             self._forget()
         if self._ready is None:
             # No await between the check and these assignments: concurrent first
