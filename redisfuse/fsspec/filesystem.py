@@ -213,13 +213,16 @@ class RedisFuseFileSystem(AsyncFileSystem):
                 return _details(path, attr, link=attr)  # a dangling link
 
     async def _ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
+        """A directory's entries in creation order (a file: itself). Symlinks are listed as
+        themselves (type "other", so walks do not follow them); ``info`` follows them."""
         path = self._strip_protocol(path)
         vol = await self._vol()
         with translated(path):
             attr = await vol.stat(path)
             if not attr.is_dir:
                 return [_details(path, attr) if detail else path]
-            entries = await vol.inodes.readdir(attr.ino)
+            # Without detail, the names alone (one round trip, not two).
+            entries = await vol.inodes.namespace.readdir(attr.ino, 0, with_attrs=detail)
         out: list[Any] = []
         for entry in entries:
             child = posixpath.join(path, os.fsdecode(entry.name))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import errno
 import json
@@ -12,6 +13,7 @@ import sys
 import fsspec
 import pytest
 
+from redisfuse.backend import open_volume
 from redisfuse.fsspec import RedisFuseFileSystem
 
 from ..conftest import RedisServer
@@ -235,3 +237,24 @@ def test_errors_are_the_builtin_classes(make_fs: MakeFs) -> None:
     assert info.value.errno == errno.EROFS
     with pytest.raises(PermissionError):
         reader.rm("/file")
+
+
+def test_symlinks_made_by_another_client(
+    rfs: RedisFuseFileSystem, redis_server: RedisServer, volume_name: str
+) -> None:
+    rfs.pipe_file("/target", b"pointed at")
+
+    async def link() -> None:
+        async with open_volume(redis_server.url, volume=volume_name) as vol:
+            await vol.symlink("/target", "/link")
+            await vol.symlink("/nowhere", "/dangling")
+
+    asyncio.run(link())
+    info = rfs.info("/link")  # follows, and says so
+    assert (info["type"], info["size"], info["islink"]) == ("file", 10, True)
+    assert rfs.cat_file("/link") == b"pointed at"
+    assert rfs.info("/dangling")["type"] == "other"
+    listed = {e["name"]: (e["type"], e["islink"]) for e in rfs.ls("/")}
+    assert listed["/link"] == ("other", True) and listed["/target"] == ("file", False)
+    rfs.rm(["/link", "/dangling"])
+    assert rfs.ls("/", detail=False) == ["/target"]
