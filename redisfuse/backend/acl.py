@@ -15,10 +15,9 @@ import re
 from .keys import Keys
 
 COMMANDS: dict[str, str] = {
-    # redis-py on every connection: health checks, db choice, library name.
+    # redis-py on every connection (connect.py turns its CLIENT SETINFO off).
     "ping": "first PING, health checks, pub/sub keep-alive",
     "select": "a URL or --redis-db naming a database other than 0",
-    "client|setinfo": "redis-py announces its name and version on connect",
     # Opening a volume.
     "info": "server version check at open, memory figures for statfs",
     "script|load": "the Lua scripts, at open and after NOSCRIPT",
@@ -57,7 +56,6 @@ COMMANDS: dict[str, str] = {
     # Change events.
     "publish": "change events to other sessions",
     "subscribe": "this session's change events",
-    "unsubscribe": "closing the event stream",
     # Durability.
     "wait": "--replicas: fsync and close wait for replicas",
 }

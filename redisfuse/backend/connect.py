@@ -8,6 +8,7 @@ into one clear error that names the address.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -117,6 +118,20 @@ def retry_stats(client: Redis) -> RetryStats | None:
     return retry.stats if isinstance(retry, CountingRetry) else None
 
 
+def _no_client_setinfo() -> dict[str, Any]:
+    """redis-py's arguments that stop it sending CLIENT SETINFO on every connection.
+
+    A user confined by ``redisfuse acl`` cannot be allowed it (``client|setinfo``
+    is unknown to Redis 7.0's ACL, and all of CLIENT is too much); redis-py 7+
+    spells "off" ``driver_info=None`` and warns about the older spelling.
+    """
+    if importlib.util.find_spec("redis.driver_info") is not None:
+        return {"driver_info": None}
+    return {"lib_name": None, "lib_version": None}
+
+
+NO_CLIENT_SETINFO = _no_client_setinfo()
+
 FIRST_PING_RETRIES = 2
 """A first PING whose connection broke is sent again this often (not the whole deadline)."""
 
@@ -137,6 +152,7 @@ def make_client(options: RedisOptions, retries: int | None = None) -> Redis:
         "retry": retry,
         "retry_on_error": [ConnectionError, TimeoutError],
         "health_check_interval": 30,
+        **NO_CLIENT_SETINFO,
     }
     if scheme_of(options.url) in SENTINEL_SCHEMES:
         return sentinel_client(options, common)
