@@ -138,3 +138,19 @@ async def test_the_user_cannot_touch_another_volume(acl_server) -> None:  # type
     )  # fmt: skip
     assert done.returncode == EXIT_REDIS
     assert done.stderr.count("\n") == 1 and "denied" in done.stderr, done.stderr
+
+
+async def test_a_wrong_password_in_the_url_never_shows(acl_server) -> None:  # type: ignore[no-untyped-def]
+    volume = f"t-{secrets.token_hex(4)}"
+    create_volume_user(acl_server.url, volume, "fsuser", secrets.token_hex(16))
+    wrong = secrets.token_hex(16)
+    url = f"redis://fsuser:{wrong}@127.0.0.1:{acl_server.port}/0?password={wrong}"
+    with pytest.raises(FSError) as caught:
+        async with open_volume(url, volume=volume):
+            pass
+    message = str(caught.value)
+    assert "refused the password" in message
+    assert wrong not in message and "fsuser:***@127.0.0.1" in message
+    done = redisfuse("status", "--redis-url", url, "--volume", volume)
+    assert done.returncode == EXIT_REDIS
+    assert done.stderr.count("\n") == 1 and wrong not in done.stderr, done.stderr
