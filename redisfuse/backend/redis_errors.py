@@ -14,6 +14,7 @@ import logging
 import ssl
 import time
 
+from redis.asyncio.sentinel import MasterNotFoundError
 from redis.exceptions import (
     AuthenticationError,
     ConnectionError,
@@ -47,6 +48,11 @@ def redis_error(exc: BaseException, address: str) -> FSError:
         return BackendUnavailable(f"Redis at {address} needs a password")
     if isinstance(exc, AuthenticationError) or _starts(exc, "WRONGPASS", "invalid username"):
         return BackendUnavailable(f"Redis at {address} refused the password")
+    if isinstance(exc, MasterNotFoundError):
+        return BackendUnavailable(
+            f"no sentinel of {address} named a reachable master: are the sentinels up, "
+            "is the master name right, and is the master (or a promoted replica) up?"
+        )
     tls = _tls_cause(exc)
     if tls is not None:
         return BackendUnavailable(f"TLS with Redis at {address} failed: {tls}")

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from redis.asyncio import Redis
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import (
+    Sentinel,
+    SentinelManagedConnection,
+    SentinelManagedSSLConnection,
+)
+from redis.backoff import NoBackoff
 
 if TYPE_CHECKING:
     from .connect import RedisOptions
@@ -120,6 +126,38 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     )
 
 
+class _FollowMaster(SentinelManagedConnection):
+    """A Sentinel connection that asks the sentinels again whenever it reconnects.
+
+    redis-py (8.x) reconnects a dropped connection through
+    ``connect_check_health``, which skips the sentinel lookup of ``connect``
+    and dials the old master's address again until the retries run out.
+    """
+
+    async def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        if not self.is_connected and self.connection_pool.is_master:
+            self.host, self.port = await self.connection_pool.get_master_address()
+        await super().connect_check_health(
+            check_health=check_health, retry_socket_connect=retry_socket_connect
+        )
+
+
+class _FollowMasterTLS(_FollowMaster, SentinelManagedSSLConnection):
+    """The same over TLS."""
+
+
+class _SentinelRedis(Redis):
+    """A master client that also closes its clients of the sentinels when it closes."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        manager = getattr(self.connection_pool, "sentinel_manager", None)
+        for sentinel in getattr(manager, "sentinels", ()):
+            await sentinel.aclose()
+
+
 def sentinel_client(options: RedisOptions, common: dict[str, Any]) -> Redis:
     """A client for the master the sentinels name, re-asking them after a failover.
 
@@ -132,24 +170,26 @@ def sentinel_client(options: RedisOptions, common: dict[str, Any]) -> Redis:
     assert options.url is not None
     target = parse_sentinel_url(options.url)
     tls = tls_kwargs(options)
-    if tls or uses_tls(options):
-        tls = {"ssl": True, **tls}
+    secure = uses_tls(options)
     sentinel_auth = {
         k: v for k, v in target.query.items() if k in ("sentinel_username", "sentinel_password")
     }
     sentinel_kwargs: dict[str, Any] = {
+        # One quick try per sentinel: the master client's own retry paces the asking.
+        "retry": Retry(NoBackoff(), 0),
         "socket_timeout": common["socket_timeout"],
         "socket_connect_timeout": common["socket_connect_timeout"],
-        **tls,
+        **({"ssl": True, **tls} if secure else {}),
         **{k.removeprefix("sentinel_"): v for k, v in sentinel_auth.items()},
     }
     sentinel = Sentinel(target.sentinels, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
     client: Redis = sentinel.master_for(
         target.master,
-        redis_class=Redis,
+        redis_class=_SentinelRedis,
         db=target.db,
         username=target.username or options.username,
         password=target.password or options.password,
+        connection_class=_FollowMasterTLS if secure else _FollowMaster,
         **common,
         **tls,
     )

@@ -5,13 +5,22 @@ Coroutine tests here run on plain asyncio (pytest-asyncio auto mode).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import anyio
 import pytest
 
 from .certs import TlsFiles, make_tls_files
 from .servers import Proc, Servers
+
+# anyio imports its modules lazily; the first import inside a deep asyncio stack
+# (a Sentinel client's) has pytest's assertion rewriter parse anyio's source there,
+# which CPython 3.11.7's ast rejects ("AST constructor recursion depth mismatch").
+# Import them here, at the top of the stack.
+anyio.Lock  # noqa: B018
+importlib.import_module("anyio._backends._asyncio")
 
 
 @dataclass(frozen=True, slots=True)

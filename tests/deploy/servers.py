@@ -78,3 +78,69 @@ class Servers:
                 pytest.fail(f"redis-server {argv} did not start:\n{text}", pytrace=False)
             time.sleep(0.05)
         return server
+
+
+@dataclass
+class SentinelGroup:
+    """A master, its replicas, and the sentinels watching them as ``MASTER_NAME``."""
+
+    master: Proc
+    replicas: list[Proc]
+    sentinels: list[Proc]
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{MASTER_NAME}"
+
+
+MASTER_NAME = "rfmaster"
+DOWN_AFTER_MS = 1000
+"""Sentinels declare a silent master down after this long (the default, 30 s, is for production)."""
+FAILOVER_TIMEOUT_MS = 5000
+
+
+def start_sentinel_group(servers: Servers, replicas: int = 2, sentinels: int = 3) -> SentinelGroup:
+    """Start a master, ``replicas`` replicas of it and ``sentinels`` sentinels (quorum 2).
+
+    Returns once every sentinel sees all replicas and the other sentinels, so a
+    failover can start as soon as the master goes.
+    """
+    master = servers.start()
+    copies = [servers.start("--replicaof", "127.0.0.1", str(master.port)) for _ in range(replicas)]
+    conf = (
+        f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master.port} 2\n"
+        f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n"
+        f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n"
+        f"sentinel parallel-syncs {MASTER_NAME} {replicas}\n"
+    )
+    watchers = [servers.start(sentinel=conf) for _ in range(sentinels)]
+    group = SentinelGroup(master, copies, watchers)
+    deadline = time.monotonic() + 20
+    while not all(_sees_everyone(s, replicas, sentinels - 1) for s in watchers):
+        if time.monotonic() > deadline:
+            pytest.fail("the sentinels never found each other and the replicas", pytrace=False)
+        time.sleep(0.1)
+    return group
+
+
+def _sees_everyone(sentinel: Proc, replicas: int, others: int) -> bool:
+    from redis import Redis
+
+    with Redis(port=sentinel.port, decode_responses=True) as client:
+        state = client.sentinel_master(MASTER_NAME)
+    return int(state["num-slaves"]) >= replicas and int(state["num-other-sentinels"]) >= others
+
+
+def master_port(group: SentinelGroup) -> int:
+    """The port of the master the first live sentinel names now."""
+    from redis import Redis
+
+    for s in group.sentinels:
+        try:
+            with Redis(port=s.port, decode_responses=True) as client:
+                _, port = client.sentinel_get_master_addr_by_name(MASTER_NAME)
+                return int(port)
+        except OSError:
+            continue
+    raise AssertionError("no sentinel answered")
