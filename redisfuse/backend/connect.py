@@ -122,7 +122,7 @@ def _no_client_setinfo() -> dict[str, Any]:
     """redis-py's arguments that stop it sending CLIENT SETINFO on every connection.
 
     A user confined by ``redisfuse acl`` cannot be allowed it (``client|setinfo``
-    is unknown to Redis 7.0's ACL, and all of CLIENT is too much); redis-py 7+
+    is unknown to Redis 7.0's ACL, and all of CLIENT is too much); newer redis-py
     spells "off" ``driver_info=None`` and warns about the older spelling.
     """
     if importlib.util.find_spec("redis.driver_info") is not None:
