@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import secrets
 import sys
 
 from ..backend import RedisOptions, open_volume
+from ..backend.acl import acl_rule
 from ..backend.fsck import fsck
 from ..errors import FSError
-from .errors import EXIT_FAILURE, startup_error
+from .errors import EXIT_FAILURE, EXIT_USAGE, UsageError, startup_error
 from .progress import Progress
 
 
@@ -91,4 +93,17 @@ async def _status(name: str, fs) -> int:  # type: ignore[no-untyped-def]
             f"loop {s.event_loop or '-'}  "
             f"heartbeat {_when(s.heartbeat_ms)}  open {s.open_inodes}  retries {s.retries}"
         )
+    return 0
+
+
+def print_acl(args: argparse.Namespace, password: str | None) -> int:
+    """``redisfuse acl VOLUME``: the ACL SETUSER line, with $REDISFUSE_REDIS_PASSWORD or a
+    fresh random password (print it once, hand it to the mounts through the environment)."""
+    user = args.user or f"redisfuse-{args.volume}"
+    if any(c.isspace() for c in user) or (password and any(c.isspace() for c in password)):
+        raise UsageError("the user name and password cannot contain white space", EXIT_USAGE)
+    try:
+        _out(acl_rule(args.volume, user, password or secrets.token_urlsafe(24)))
+    except ValueError as exc:
+        raise UsageError(str(exc), EXIT_USAGE) from exc
     return 0

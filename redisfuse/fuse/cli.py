@@ -28,16 +28,28 @@ BACKGROUND_READY_S = 30.0
 def _add_redis_arguments(parser: argparse.ArgumentParser, volume_option: bool = True) -> None:
     redis = parser.add_argument_group("Redis")
     redis.add_argument(
-        "--redis-url", help="redis://, rediss:// or unix:// URL (overrides host/port/db)"
+        "--redis-url",
+        help="redis://, rediss:// (TLS), unix:// or redis+sentinel://H:P[,H:P]/MASTER[/DB] "
+        "URL (overrides host/port/db); put no password in it (ps shows it): see "
+        "REDISFUSE_REDIS_PASSWORD",
     )
     redis.add_argument("--redis-host", help="Redis host (default localhost)")
     redis.add_argument("--redis-port", type=int, help="Redis port (default 6379)")
     redis.add_argument("--redis-db", type=int, help="Redis database number (default 0)")
+    redis.add_argument("--redis-user", help="Redis ACL user (default: the URL's, or 'default')")
     redis.add_argument(
         "--redis-password",
-        default=os.environ.get("REDIS_PASSWORD"),
-        help="Redis password (default: $REDIS_PASSWORD); never logged",
+        help="Redis password; visible to every user in ps, so prefer "
+        "$REDISFUSE_REDIS_PASSWORD (or $REDIS_PASSWORD) or --redis-password-file; never logged",
     )
+    redis.add_argument(
+        "--redis-password-file", metavar="PATH", help="read the Redis password from this file"
+    )
+    redis.add_argument("--redis-tls-ca", metavar="PATH", help="CA file to verify a TLS server with")
+    redis.add_argument(
+        "--redis-tls-cert", metavar="PATH", help="client certificate for TLS (with --redis-tls-key)"
+    )
+    redis.add_argument("--redis-tls-key", metavar="PATH", help="the client certificate's key")
     if volume_option:
         redis.add_argument(
             "--volume", default="default", help="volume name inside Redis (default: default)"
@@ -81,6 +93,21 @@ def _add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     _add_redis_arguments(parser)
     fuse = parser.add_argument_group("mount")
     fuse.add_argument("--read-only", action="store_true", help="mount read-only")
+    fuse.add_argument(
+        "--replicas",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fsync and close return once the writes reached N Redis replicas "
+        "(Redis WAIT; default 0: acknowledged by the master only, see README)",
+    )
+    fuse.add_argument(
+        "--replica-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="with --replicas, fsync/close fail with EIO after waiting this long (default 10)",
+    )
     fuse.add_argument("--allow-other", action="store_true", help="let other users access the mount")
     fuse.add_argument(
         "-o",
@@ -218,6 +245,11 @@ def main_parser() -> argparse.ArgumentParser:
         help="delete replaced data older than this (default 60: a reader may still "
         "hold an older block map); 0 frees all of it now, when space is short",
     )
+    acl = sub.add_parser(
+        "acl", help="print the Redis ACL rule of a user that can use exactly one volume"
+    )
+    acl.add_argument("volume", help="the volume the user may use")
+    acl.add_argument("--user", help="ACL user name (default: redisfuse-VOLUME)")
     bench.add_arguments(sub.add_parser("bench", help="run the benchmark workloads in a directory"))
     fsck = sub.add_parser("fsck", help="check the volume's consistency (and repair it)")
     _add_redis_arguments(fsck)
@@ -292,15 +324,45 @@ def _redis_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
             "started a" if started else "using the",
             url,
         )
+    replica_timeout = getattr(args, "replica_timeout", 10.0)
     return RedisOptions(
         url=url,
         host=host,
         port=port,
         db=args.redis_db or 0,
-        password=args.redis_password,
+        username=args.redis_user,
+        password=_redis_password(args),
         socket_timeout=args.redis_timeout,
         retry_deadline=args.redis_retry_deadline,
+        tls_ca=args.redis_tls_ca,
+        tls_cert=args.redis_tls_cert,
+        tls_key=args.redis_tls_key,
+        replicas=getattr(args, "replicas", 0),
+        replica_timeout=replica_timeout,
     )
+
+
+PASSWORD_ENV = ("REDISFUSE_REDIS_PASSWORD", "REDIS_PASSWORD")
+
+
+def _redis_password(args: argparse.Namespace) -> str | None:
+    """The password from --redis-password-file, the environment, or (discouraged) argv."""
+    if args.redis_password_file:
+        try:
+            with open(args.redis_password_file, encoding="utf-8") as f:
+                return f.read().rstrip("\r\n")
+        except OSError as exc:
+            raise UsageError(
+                f"cannot read password file {args.redis_password_file}: {exc.strerror}",
+                EXIT_USAGE,
+            ) from exc
+    if args.redis_password is not None:
+        log.warning(
+            "--redis-password is visible to every local user (ps); "
+            "use $REDISFUSE_REDIS_PASSWORD or --redis-password-file"
+        )
+        return str(args.redis_password)
+    return next((os.environ[k] for k in PASSWORD_ENV if os.environ.get(k)), None)
 
 
 def _background(argv: Sequence[str], mountpoint: str) -> int:
@@ -449,4 +511,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(_flock, args)
     if args.command == "bench":
         return bench.run_from_args(args)
+    if args.command == "acl":
+        from . import admin
+
+        return _run(admin.print_acl, args, os.environ.get(PASSWORD_ENV[0]))
     return _run(_volume_command, args)
