@@ -48,6 +48,7 @@ COMMANDS: dict[str, str] = {
     "zscore": "lua: session liveness",
     "zrange": "sessions",
     "zrangebyscore": "dead sessions, trash past its grace",
+    "zcard": "load: is another session open on the volume",
     "pexpire": "lua: lock renewal",
     "pttl": "lua: locks",
     "setnx": "lua: locks",
