@@ -20,6 +20,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
 from ..errors import BackendUnavailable
+from .cluster import is_cluster_url, make_cluster_client
 from .redis_errors import redis_error
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,11 @@ def make_client(options: RedisOptions, retries: int | None = None) -> Redis:
         "retry_on_error": [ConnectionError, TimeoutError],
         "health_check_interval": 30,
     }
+    if is_cluster_url(options.url):
+        assert options.url is not None
+        return make_cluster_client(
+            options.url, options.password, retry, options.retry_deadline, common
+        )
     if options.url:
         return Redis.from_url(options.url, password=options.password, **common)  # type: ignore[arg-type]
     return Redis(

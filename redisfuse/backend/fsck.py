@@ -1,6 +1,7 @@
 """Checks a volume's invariants, reports every violation, and repairs them on request.
 
-Walks every inode, entry, block map and object with SCAN and compares what it
+Walks every inode, entry, block map and object with SCAN (on every master of a
+cluster, where objects are spread; objects.py) and compares what it
 finds with the invariants listed in keys.py. Objects in ``trash`` and inodes in
 ``reclaim`` are pending deletion, not findings. Unreferenced objects (written by
 a client that died before committing its block map) are ``leaked_objects``.
@@ -24,7 +25,8 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from .keys import ROOT_INO, Keys
+from .keys import ROOT_INO, TAGGED, Keys
+from .objects import Objects
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,7 @@ class _Checker:
     def __init__(self, client: Redis, keys: Keys, repair: bool, min_idle: int) -> None:
         self.client = client
         self.keys = keys
+        self.objects = Objects(client, keys)
         self.repair = repair
         self.min_idle = min_idle
         self.report = FsckReport()
@@ -270,12 +273,7 @@ class _Checker:
         return valid_sum - lost
 
     async def _existing(self, objs: list[int]) -> set[int]:
-        if not objs:
-            return set()
-        pipe = self.client.pipeline(transaction=False)
-        for obj in objs:
-            pipe.exists(self.keys.obj(obj))
-        return {obj for obj, there in zip(objs, await pipe.execute(), strict=True) if there}
+        return await self.objects.existing(objs)
 
     async def _free(self, ino: int, fields: dict[bytes, bytes]) -> None:
         keys = self.keys
@@ -287,23 +285,20 @@ class _Checker:
         self.fixed(f"freed unreachable inode {ino} ({fields.get(b'bytes', b'0').decode()} bytes)")
 
     async def _check_objects(self, referenced: set[int], trash: set[int]) -> None:
-        objects = await _scan_ids(self.client, self.keys, "o")
+        objects = await self.objects.scan_ids()
         self.report.objects = len(objects)
         leaked = sorted(set(objects) - referenced - trash)
         self.report.leaked_objects = leaked
         if not (self.repair and leaked):
             return
-        pipe = self.client.pipeline(transaction=False)
-        for obj in leaked:
-            pipe.object("idletime", self.keys.obj(obj))
-        idle = await pipe.execute()
+        idle = await self.objects.idle_seconds(leaked)
         old = [
             obj
             for obj, seconds in zip(leaked, idle, strict=True)
             if seconds is not None and seconds >= self.min_idle
         ]
         if old:
-            await self.client.unlink(*(self.keys.obj(o) for o in old))
+            await self.objects.delete(old)
             self.fixed(f"deleted {len(old)} leaked objects")
 
     async def _check_usage(self, live: dict[int, int]) -> None:
@@ -325,4 +320,7 @@ async def fsck(
     client: Redis, volume: str, *, repair: bool = False, min_idle: int = LEAK_MIN_IDLE_S
 ) -> FsckReport:
     """Check every invariant of ``volume``; with ``repair``, fix what was found."""
-    return await _Checker(client, Keys(volume), repair, min_idle).run()
+    keys = Keys(volume)
+    layout = cast(bytes | None, await client.hget(keys.setting, "objects"))
+    keys = keys.with_layout(layout.decode() if layout else TAGGED)
+    return await _Checker(client, keys, repair, min_idle).run()
