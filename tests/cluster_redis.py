@@ -85,9 +85,7 @@ def start_cluster(start_server: Callable[..., object]) -> RedisClusterInfo:
     reason = cluster_missing_reason()
     if reason:
         pytest.skip(reason)
-    ports = tuple(
-        int(getattr(start_server(*node_args(free_port())), "port")) for _ in range(MASTERS)
-    )
+    ports = tuple(int(start_server(*node_args(free_port())).port) for _ in range(MASTERS))
     cluster = RedisClusterInfo(ports)
     cluster.cli("--cluster", "create", *cluster.nodes, "--cluster-replicas", "0", "--cluster-yes")
     deadline = time.monotonic() + READY_DEADLINE_S

@@ -144,6 +144,20 @@ def node_of(client: Redis, key: str) -> str:
     return node.name if node is not None else ""
 
 
+MEMORY_FIELDS = ("used_memory", "maxmemory", "total_system_memory")
+
+
+async def memory_info(client: Redis) -> dict[str, int]:
+    """INFO memory of every master, summed: the room a spread volume has (its
+    objects go to every master; its metadata to one, so this is an estimate)."""
+    cluster = cast(RedisCluster, client)
+    replies = await cluster.info("memory", target_nodes=RedisCluster.PRIMARIES)
+    per_node = (
+        list(replies.values()) if all(isinstance(v, dict) for v in replies.values()) else [replies]
+    )
+    return {f: sum(int(node.get(f, 0) or 0) for node in per_node) for f in MEMORY_FIELDS}
+
+
 async def load_scripts(client: Redis, sources: list[str]) -> None:
     """SCRIPT LOAD on every master (a script runs on the master of its keys' slot)."""
     for source in sources:

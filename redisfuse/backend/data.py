@@ -549,7 +549,7 @@ class BlockStore:
             maps = await pipe.execute()
             await self.objects.delete([int(v.split(b":")[0]) for values in maps for v in values])
             pipe = self.ctx.client.pipeline(transaction=False)
-            pipe.unlink(*(self.keys.blockmap(ino) for ino in inos))
+            pipe.execute_command("UNLINK", *(self.keys.blockmap(ino) for ino in inos))
             pipe.zrem(self.keys.reclaim, *(str(ino) for ino in inos))
             await pipe.execute()
 

@@ -278,7 +278,10 @@ class _Checker:
     async def _free(self, ino: int, fields: dict[bytes, bytes]) -> None:
         keys = self.keys
         pipe = self.client.pipeline(transaction=True)
-        pipe.delete(keys.inode(ino), keys.dirents(ino), keys.xattrs(ino), keys.symlink(ino))
+        # execute_command: a cluster pipeline runs delete() as a coroutine of its own.
+        pipe.execute_command(
+            "DEL", keys.inode(ino), keys.dirents(ino), keys.xattrs(ino), keys.symlink(ino)
+        )
         pipe.zrem(keys.orphans, str(ino))
         pipe.zadd(keys.reclaim, {str(ino): 0})
         await pipe.execute()

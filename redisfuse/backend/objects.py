@@ -7,6 +7,10 @@ pipeline carries them (on a cluster, redis-py's cluster pipeline sends one
 pipeline per master, concurrently). Deleting or storing an object twice is
 harmless: objects are immutable and their ids are never reused, which is what
 makes a retried or replayed object write safe.
+
+Multi-key commands go through ``execute_command`` on pipelines: redis-py's
+cluster pipeline turns its ``unlink()``/``exists()``/``delete()`` methods into
+coroutines of their own (split by slot) instead of queueing them.
 """
 
 from __future__ import annotations
@@ -60,10 +64,10 @@ class Objects:
         names = [self.keys.obj(i) for i in ids]
         if not self.keys.spread:
             for start in range(0, len(names), CHUNK):
-                pipe.unlink(*names[start : start + CHUNK])
+                pipe.execute_command("UNLINK", *names[start : start + CHUNK])
             return
         for name in names:
-            pipe.unlink(name)
+            pipe.execute_command("UNLINK", name)
 
     async def delete(self, ids: list[int]) -> None:
         """UNLINK objects (works on a full Redis too); missing ones are skipped."""
@@ -78,7 +82,7 @@ class Objects:
             return set()
         pipe = self.client.pipeline(transaction=False)
         for obj in ids:
-            pipe.exists(self.keys.obj(obj))
+            pipe.execute_command("EXISTS", self.keys.obj(obj))
         return {obj for obj, there in zip(ids, await pipe.execute(), strict=True) if there}
 
     async def idle_seconds(self, ids: list[int]) -> list[int | None]:

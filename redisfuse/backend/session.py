@@ -179,7 +179,9 @@ class Sessions:
                 freed.append(ino)
         with self.ctx.guard():
             pipe = self.ctx.client.pipeline(transaction=True)
-            pipe.delete(self.keys.session(sid), open_key, self.keys.requests(sid))
+            pipe.execute_command(  # a cluster pipeline runs delete() at once
+                "DEL", self.keys.session(sid), open_key, self.keys.requests(sid)
+            )
             pipe.zrem(self.keys.sessions, str(sid))
             await pipe.execute()
         log.log(

@@ -9,17 +9,9 @@ fsck scanning every master, and a resharding under a writer.
 
 from __future__ import annotations
 
-import os
-from collections import Counter
-
-import pytest
-from redis.asyncio import Redis
-
 from redisfuse.backend import open_volume
 from redisfuse.backend.connect import RedisOptions, make_client
 from redisfuse.backend.fsck import fsck
-from redisfuse.backend.keys import Keys
-
 from tests.cluster_redis import RedisClusterInfo
 
 MIB = 1024 * 1024

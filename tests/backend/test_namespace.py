@@ -18,6 +18,9 @@ from redisfuse.backend import (
     Volume,
 )
 
+ALSO_ON_CLUSTER = True
+"""Run on the single server and on the test cluster (conftest.py)."""
+
 UID, GID = os.getuid(), os.getgid()
 
 
