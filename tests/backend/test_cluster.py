@@ -1,30 +1,124 @@
 """A volume on a real 3-master Redis Cluster: what only a cluster shows.
 
-The backend's core suites (namespace, data, xattrs) also run on the cluster
-(see conftest.py's ``server`` parameter); this module checks the cluster
-specifics: the object layout recorded in ``setting``, objects spread over all
-masters, the commit guarantee without a script that sees the objects, gc and
-fsck scanning every master, and a resharding under a writer.
+The backend's core suites (namespace, data) also run on the cluster (see
+conftest.py's ``ALSO_ON_CLUSTER``); this module checks the cluster specifics:
+the object layout recorded in ``setting``, objects spread over all masters,
+fsck/gc scanning every master, and a resharding under a writer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
 from redisfuse.backend import open_volume
 from redisfuse.backend.connect import RedisOptions, make_client
 from redisfuse.backend.fsck import fsck
+from redisfuse.backend.keys import SPREAD, Keys
 from tests.cluster_redis import RedisClusterInfo
 
 MIB = 1024 * 1024
 
 
-async def test_cluster_volume_round_trip(redis_cluster: RedisClusterInfo, volume_name: str) -> None:
-    async with open_volume(redis_cluster.url, volume=volume_name) as vol:
-        await vol.write_file("/a", b"x" * 300_000)
-        assert await vol.read_file("/a") == b"x" * 300_000
+@pytest_asyncio.fixture
+async def cluster_client(redis_cluster: RedisClusterInfo) -> AsyncIterator[Redis]:
     client = make_client(RedisOptions(url=redis_cluster.url))
+    yield client
+    await client.aclose()
+
+
+async def _objects_per_master(redis_cluster: RedisClusterInfo, keys: Keys) -> Counter[int]:
+    counts: Counter[int] = Counter()
+    for port in redis_cluster.ports:
+        node = Redis(host=redis_cluster.host, port=port)
+        try:
+            async for _ in node.scan_iter(match=keys.object_pattern, count=1000):
+                counts[port] += 1
+        finally:
+            await node.aclose()
+    return counts
+
+
+async def test_objects_of_a_64_mib_file_are_spread_over_all_masters(
+    redis_cluster: RedisClusterInfo, volume_name: str, cluster_client: Redis
+) -> None:
+    data = os.urandom(64 * MIB)  # incompressible: one object per 64 KiB block
+    async with open_volume(redis_cluster.url, volume=volume_name) as vol:
+        await vol.write_file("/big", data)
+        assert await vol.read_file("/big") == data
+    assert await cluster_client.hget(Keys(volume_name).setting, "objects") == SPREAD.encode()
+    counts = await _objects_per_master(redis_cluster, Keys(volume_name, SPREAD))
+    assert sum(counts.values()) == 1024
+    assert len(counts) == 3, counts
+    assert max(counts.values()) <= 512, counts
+    report = await fsck(cluster_client, volume_name)
+    assert report.ok, str(report)
+    assert report.objects == 1024
+
+
+async def test_gc_and_fsck_repair_reach_every_master(
+    redis_cluster: RedisClusterInfo, volume_name: str, cluster_client: Redis
+) -> None:
+    """Replaced objects are purged and leaked ones found, wherever they live."""
+    keys = Keys(volume_name, SPREAD)
+    async with open_volume(redis_cluster.url, volume=volume_name) as vol:
+        await vol.write_file("/f", os.urandom(20 * 65536))
+        await vol.write_file("/f", os.urandom(20 * 65536))  # 20 objects to the trash
+        await vol.remove("/f")  # 20 more to reclaim
+        assert await vol.inodes.gc(grace_ms=0) == 20
+    assert sum((await _objects_per_master(redis_cluster, keys)).values()) == 0
+    await cluster_client.set(keys.obj(10**9), b"\x00leaked")  # a writer died before its commit
+    report = await fsck(cluster_client, volume_name)
+    assert report.leaked_objects == [10**9]
+    await fsck(cluster_client, volume_name, repair=True, min_idle=0)
+    assert (await fsck(cluster_client, volume_name)).ok
+
+
+async def test_resharding_under_a_writer_keeps_the_file_intact(
+    redis_cluster: RedisClusterInfo, volume_name: str, cluster_client: Redis
+) -> None:
+    """A third of the slots move while a file is written: MOVED and
+    ASK are followed, and the file and fsck come out clean."""
+    keys = Keys(volume_name)
+    cluster = RedisCluster.from_url(f"redis://{redis_cluster.nodes[0]}")
     try:
-        report = await fsck(client, volume_name)
-        assert report.ok, str(report)
-        assert report.objects == 5
+        await cluster.initialize()
+        source = cluster.get_node_from_key(keys.setting)
+        assert source is not None
+        target = next(p for p in redis_cluster.ports if p != int(source.port))
+        ids = {
+            port: redis_cluster.node_cli(port, "cluster", "myid").strip()
+            for port in redis_cluster.ports
+        }
     finally:
-        await client.aclose()
+        await cluster.aclose()
+    chunk = os.urandom(MIB)
+    async with open_volume(redis_cluster.url, volume=volume_name) as vol:
+        f = await vol.open("/f", "wb")
+        reshard = asyncio.create_task(
+            asyncio.to_thread(
+                redis_cluster.cli,
+                "--cluster", "reshard", redis_cluster.nodes[0],
+                "--cluster-from", ids[int(source.port)],
+                "--cluster-to", ids[target],
+                "--cluster-slots", "100",
+                "--cluster-yes",
+                timeout=120,
+            )
+        )  # fmt: skip
+        written = 0
+        while not reshard.done() or written < 24:
+            await f.write(chunk)
+            await f.flush()
+            written += 1
+        await reshard
+        await f.close()
+        assert await vol.read_file("/f") == chunk * written
+    report = await fsck(cluster_client, volume_name)
+    assert report.ok, str(report)
