@@ -23,7 +23,13 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.connection import parse_url
-from redis.exceptions import ClusterDownError, SlotNotCoveredError, TryAgainError
+from redis.exceptions import (
+    ClusterDownError,
+    ConnectionError,
+    RedisClusterException,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 
 SCHEMES = ("redis+cluster", "rediss+cluster")
 """URL schemes of a cluster: ``redis+cluster://HOST:PORT[,HOST:PORT...]`` (TLS: rediss+)."""
@@ -91,7 +97,12 @@ class DeadlineCluster(RedisCluster):
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         async def attempt() -> Any:
-            return await RedisCluster.execute_command(self, *args, **dict(kwargs))
+            try:
+                return await RedisCluster.execute_command(self, *args, **dict(kwargs))
+            except RedisClusterException as exc:
+                # No node reachable (initialize failed): what a lost connection is
+                # on a single server, retried and reported as such.
+                raise ConnectionError(str(exc)) from exc
 
         async def wait(*_: Any) -> None:
             return None
@@ -122,6 +133,13 @@ def make_cluster_client(
     )
     client.deadline_retry = retry
     return cast(Redis, client)
+
+
+def set_deadline_retry(client: Redis, retry: Retry) -> None:
+    """Give a cluster client another counting retry (connect.py: after the first PING)."""
+    assert isinstance(client, DeadlineCluster)
+    retry.update_supported_errors(list(_RETRYABLE))
+    client.deadline_retry = retry
 
 
 async def node_client(client: Redis, key: str, *, refresh: bool = False) -> Redis:
@@ -158,7 +176,15 @@ async def memory_info(client: Redis) -> dict[str, int]:
     return {f: sum(int(node.get(f, 0) or 0) for node in per_node) for f in MEMORY_FIELDS}
 
 
-async def load_scripts(client: Redis, sources: list[str]) -> None:
-    """SCRIPT LOAD on every master (a script runs on the master of its keys' slot)."""
-    for source in sources:
-        await client.script_load(source)
+async def load_scripts(client: Redis, sources: dict[str, str]) -> None:
+    """SCRIPT LOAD on every master (a script runs on the master of its keys' slot).
+
+    ``sources`` maps SHA1 digests to script texts. One SCRIPT EXISTS (on every
+    master) comes first: usually they are all there already, and loading them
+    costs a round trip per script.
+    """
+    shas = list(sources)
+    present: list[bool] = await client.script_exists(*shas)
+    for sha, there in zip(shas, present, strict=True):
+        if not there:
+            await client.script_load(sources[sha])

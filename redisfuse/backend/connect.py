@@ -20,7 +20,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
 from ..errors import BackendUnavailable
-from .cluster import is_cluster_url, make_cluster_client
+from .cluster import is_cluster, is_cluster_url, make_cluster_client, set_deadline_retry
 from .redis_errors import redis_error
 
 log = logging.getLogger(__name__)
@@ -110,12 +110,17 @@ FIRST_PING_RETRIES = 2
 """A first PING whose connection broke is sent again this often (not the whole deadline)."""
 
 
-def make_client(options: RedisOptions, retries: int | None = None) -> Redis:
-    """Create (but do not yet connect) a binary-safe client with retries."""
+def counting_retry(options: RedisOptions, retries: int | None = None) -> CountingRetry:
+    """The retry of a client: by default, for about ``retry_deadline``."""
     # Backoff doubles from 50 ms to a 1 s cap, so the retries span about retry_deadline.
     if retries is None:
         retries = int(options.retry_deadline) + 5 if options.retry_deadline > 0 else 0
-    retry = CountingRetry(ExponentialWithJitterBackoff(base=options.retry_base, cap=1.0), retries)
+    return CountingRetry(ExponentialWithJitterBackoff(base=options.retry_base, cap=1.0), retries)
+
+
+def make_client(options: RedisOptions, retries: int | None = None) -> Redis:
+    """Create (but do not yet connect) a binary-safe client with retries."""
+    retry = counting_retry(options, retries)
     common = {
         "decode_responses": False,
         "socket_timeout": options.socket_timeout,
@@ -156,5 +161,10 @@ async def connect(options: RedisOptions) -> Redis:
     except (RedisError, OSError) as exc:
         await client.aclose()
         raise redis_error(exc, options.address) from exc
+    if is_cluster(client):
+        # Setting up a cluster client (slot map, command table) costs about 0.1 s
+        # of CPU: keep this one, now with the retries of the whole deadline.
+        set_deadline_retry(client, counting_retry(options))
+        return client
     await client.aclose()
     return make_client(options)

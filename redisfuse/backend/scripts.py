@@ -107,7 +107,7 @@ class Scripts:
         """Load every script into Redis (after connect, and after NOSCRIPT); on a
         cluster into every master."""
         if is_cluster(client):
-            await load_scripts(client, list(self.sources.values()))
+            await load_scripts(client, {self.shas[n]: src for n, src in self.sources.items()})
             return
         pipe = client.pipeline(transaction=False)
         for source in self.sources.values():
