@@ -24,13 +24,10 @@ from redisfuse.backend.model import BLOCK_SIZE, MAX_FILE_SIZE
 
 ALSO_ON_CLUSTER = {
     "test_small_file_round_trip",
-    "test_empty_file_reads_empty",
     "test_exactly_one_block_round_trip",
     "test_multi_block_round_trip",
     "test_multi_block_file_reads_back_through_another_client",
     "test_unaligned_write_round_trip",
-    "test_unaligned_read_spanning_blocks",
-    "test_read_past_end_is_short",
     "test_partial_overwrite_inside_a_block",
     "test_partial_overwrite_across_a_block_boundary",
     "test_writes_crossing_the_write_buffer_limit_round_trip",
@@ -38,10 +35,8 @@ ALSO_ON_CLUSTER = {
     "test_data_at_one_tib_reads_back",
     "test_sparse_file_stores_only_written_blocks",
     "test_truncate_down_mid_block_then_extend_reads_zeros",
-    "test_truncate_down_to_a_block_boundary",
     "test_truncate_to_zero_empties_the_block_map",
     "test_open_wb_replaces_the_contents",
-    "test_append_mode_adds_at_the_end",
     "test_unlinked_open_file_stays_readable_through_the_handle",
 }
 """The core cases, also run on the test cluster (conftest.py); the others read

@@ -1,8 +1,9 @@
 """Real programs on a mount of a volume on the 3-master Redis Cluster.
 
-The tests are those of test_programs.py (tar, git, cp -a), collected here a
+The tests are those of test_programs.py (tar, cp -a), collected here a
 second time with this module's ``mount`` on the session's test cluster;
-nothing is copied. The others stay single-server only, to keep CI short.
+nothing is copied. The others (git among them: 5-12 s more per event loop)
+stay single-server only, to keep CI short.
 """
 
 from __future__ import annotations
@@ -16,10 +17,8 @@ from tests.cluster_redis import RedisClusterInfo
 from .conftest import module_mount
 from .mounting import Mount
 from .test_programs import (  # noqa: F401 (fixtures and tests collected here too)
-    git_env,
     source_tarball,
     test_cp_a_round_trip,
-    test_git_init_commit_clone_fsck,
     test_tar_extract_matches_local,
 )
 
