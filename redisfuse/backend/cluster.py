@@ -20,6 +20,7 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.connection import parse_url
@@ -151,9 +152,9 @@ async def node_client(client: Redis, key: str, *, refresh: bool = False) -> Redi
         await cluster.nodes_manager.initialize()
     node = cluster.get_node_from_key(key)
     assert node is not None
-    kwargs = dict(node.connection_kwargs)
-    kwargs.pop("connection_class", None)
-    return Redis(host=node.host, port=int(node.port), **kwargs)
+    # The node's own connection settings (TLS, password, timeouts), in a pool of ours.
+    pool = ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
+    return Redis.from_pool(pool)
 
 
 def node_of(client: Redis, key: str) -> str:
