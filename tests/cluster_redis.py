@@ -50,6 +50,19 @@ class RedisClusterInfo:
     def node_cli(self, port: int, *args: str) -> str:
         return self.cli("-h", self.host, "-p", str(port), *args)
 
+    def node_id(self, port: int) -> str:
+        return self.node_cli(port, "cluster", "myid").strip()
+
+    def move_slot(self, slot: int, source: int, target: int) -> None:
+        """Move one slot and its keys between masters, the way redis-cli reshard does."""
+        src, dst = self.node_id(source), self.node_id(target)
+        self.node_cli(target, "cluster", "setslot", str(slot), "importing", src)
+        self.node_cli(source, "cluster", "setslot", str(slot), "migrating", dst)
+        while keys := self.node_cli(source, "cluster", "getkeysinslot", str(slot), "100").split():
+            self.node_cli(source, "migrate", self.host, str(target), "", "0", "5000", "KEYS", *keys)
+        for port in self.ports:
+            self.node_cli(port, "cluster", "setslot", str(slot), "node", dst)
+
 
 def cluster_missing_reason() -> str | None:
     """Why a test cluster cannot be started here, or None."""

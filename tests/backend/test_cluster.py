@@ -9,16 +9,20 @@ fsck/gc scanning every master, and a resharding under a writer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest_asyncio
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from redisfuse.backend import open_volume
+from redisfuse.backend import Volume, open_volume
 from redisfuse.backend.connect import RedisOptions, make_client
+from redisfuse.backend.events import EntryChanged, Resync
 from redisfuse.backend.fsck import fsck
 from redisfuse.backend.keys import SPREAD, Keys
 from tests.cluster_redis import RedisClusterInfo
@@ -122,3 +126,53 @@ async def test_resharding_under_a_writer_keeps_the_file_intact(
         assert await vol.read_file("/f") == chunk * written
     report = await fsck(cluster_client, volume_name)
     assert report.ok, str(report)
+
+
+async def test_change_events_follow_the_volume_slot_to_another_master(
+    redis_cluster: RedisClusterInfo, volume_name: str, cluster_client: Redis
+) -> None:
+    """Another node hears a change (sharded pub/sub), and still does after the
+    volume's slot moved to another master (the subscription follows it)."""
+    keys = Keys(volume_name)
+    slot = int(redis_cluster.node_cli(redis_cluster.ports[0], "cluster", "keyslot", keys.setting))
+    heard: list[Any] = []
+    listening = [asyncio.Event(), asyncio.Event()]
+
+    async def listen(vol: Volume, k: int) -> None:
+        async with contextlib.aclosing(vol.inodes.events()) as stream:  # type: ignore[type-var]
+            async for event in stream:
+                listening[k].set()
+                if k == 1:
+                    heard.append(event)
+
+    async def hears(name: bytes) -> None:
+        deadline = time.monotonic() + 10
+        while EntryChanged(1, name) not in heard:
+            assert time.monotonic() < deadline, heard
+            await asyncio.sleep(0.02)
+
+    async with (
+        open_volume(redis_cluster.url, volume=volume_name) as a,
+        open_volume(redis_cluster.url, volume=volume_name) as b,
+    ):
+        # Both listen, as mounts do: that is how ``a`` learns that ``b`` joined.
+        tasks = [asyncio.create_task(listen(v, k)) for k, v in enumerate((a, b))]
+        try:
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in listening)), 10)
+            await a.write_file("/before", b"1")
+            await hears(b"before")
+            owner = next(  # the master holding the volume's keys
+                p
+                for p in redis_cluster.ports
+                if int(redis_cluster.node_cli(p, "cluster", "countkeysinslot", str(slot))) > 0
+            )
+            target = next(p for p in redis_cluster.ports if p != owner)
+            await asyncio.to_thread(redis_cluster.move_slot, slot, owner, target)
+            await a.write_file("/after", b"2")
+            await hears(b"after")
+            assert heard.count(Resync()) == 2  # subscribed anew at the slot's new master
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    assert (await fsck(cluster_client, volume_name)).ok
