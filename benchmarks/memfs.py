@@ -1,14 +1,19 @@
-"""A minimal in-memory pyfuse3 filesystem on trio: the ceiling of a Python FUSE filesystem.
+"""A minimal in-memory pyfuse3 filesystem on any event loop: the ceiling of Python FUSE.
 
-``python benchmarks/memfs.py MOUNTPOINT`` mounts it in the foreground (Ctrl-C,
-SIGTERM or ``fusermount3 -u`` unmounts). The benchmark suite measures RedisFUSE
+``python benchmarks/memfs.py MOUNTPOINT [--event-loop trio|asyncio|uvloop]``
+mounts it in the foreground (Ctrl-C, SIGTERM or ``fusermount3 -u`` unmounts).
+The loop is started exactly as a RedisFUSE mount starts it
+(``redisfuse.fuse.loops.run``: pyfuse3 on trio natively, or on asyncio and
+uvloop through ``redisfuse.fuse.pyfuse3_asyncio``), so memfs on a loop is the
+ceiling of a RedisFUSE mount on that loop. The benchmark suite measures RedisFUSE
 against it, so it is deliberately as cheap as a pyfuse3 filesystem can be while
 answering the same requests the same way RedisFUSE does: the same mount options
 (``pyfuse3.default_options``, so ``default_permissions``), the same kernel cache
 timeouts as RedisFUSE's command-line defaults (10 s for attributes, names and
 "no such name", the last as a negative entry with st_ino 0), st_blksize 64 KiB,
-no writeback cache, readdirplus replies. Whatever RedisFUSE costs above this is
-the price of Redis, the trio-asyncio crossing and its own logic.
+no writeback cache, readdirplus replies. Whatever RedisFUSE costs above memfs on
+the same loop is the price of Redis, the crossing to the backend (trio-asyncio
+on trio) and its own logic.
 
 What it omits, and why that matters when reading the ratio:
 
@@ -37,8 +42,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import anyio
 import pyfuse3
-import trio
+
+from redisfuse.fuse import loops
+from redisfuse.fuse.errors import UsageError
+from redisfuse.fuse.mount import check_event_loop
 
 log = logging.getLogger("memfs")
 
@@ -91,7 +100,7 @@ class Node:
 
 
 class MemFS(pyfuse3.Operations):
-    """The handlers: synchronous bodies (no awaits), so each request is atomic under trio."""
+    """The handlers: synchronous bodies (no awaits), so each request is atomic on any loop."""
 
     supports_dot_lookup = True
     enable_writeback_cache = False
@@ -505,17 +514,17 @@ def _truncate(node: Node, size: int) -> None:
 async def _serve(mountpoint: str, ops: MemFS, options: set[str]) -> None:
     pyfuse3.init(ops, mountpoint, options)
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stop_on_signal)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_stop_on_signal)
             await pyfuse3.main()
-            nursery.cancel_scope.cancel()
+            tasks.cancel_scope.cancel()
     finally:
         pyfuse3.close(unmount=True)
 
 
 async def _stop_on_signal() -> None:
     """End the FUSE loop on SIGINT/SIGTERM so the mount goes away cleanly."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
             pyfuse3.terminate()
             return
@@ -525,6 +534,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and serve until unmounted or signalled."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("mountpoint")
+    parser.add_argument(
+        "--event-loop",
+        choices=loops.EVENT_LOOPS,
+        default="trio",
+        help="the loop pyfuse3 runs on, started as RedisFUSE starts it (default trio)",
+    )
     parser.add_argument("--attr-timeout", type=float, default=DEFAULT_TIMEOUT_S)
     parser.add_argument("--entry-timeout", type=float, default=DEFAULT_TIMEOUT_S)
     parser.add_argument("--negative-timeout", type=float, default=DEFAULT_TIMEOUT_S)
@@ -542,6 +557,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="enable the kernel writeback cache (RedisFUSE has it off)",
     )
     args = parser.parse_args(argv)
+    try:
+        check_event_loop(args.event_loop)
+    except UsageError as exc:
+        parser.exit(2, f"memfs: {exc}\n")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     ops = MemFS(
         attr_timeout=args.attr_timeout,
@@ -552,7 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = set(pyfuse3.default_options) | {"fsname=memfs", "subtype=memfs"}
     for raw in args.fuse_options:
         options |= {opt.strip() for opt in raw.split(",") if opt.strip()}
-    trio.run(_serve, args.mountpoint, ops, options)
+    loops.run(args.event_loop, _serve, args.mountpoint, ops, options)
     return 0
 
 

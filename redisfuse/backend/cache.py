@@ -28,6 +28,10 @@ class ObjectCache:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __contains__(self, obj: object) -> bool:
+        """Whether ``obj`` is cached (not counted as a hit or a miss)."""
+        return obj in self._items
+
     def get(self, obj: int) -> bytes | None:
         data = self._items.get(obj)
         if data is None:

@@ -114,15 +114,13 @@ class DeadlineCluster(RedisCluster):
         return self.deadline_retry
 
 
-def make_cluster_client(
-    url: str, password: str | None, retry: Retry, deadline: float, common: dict[str, Any]
-) -> Redis:
+def make_cluster_client(url: str, retry: Retry, deadline: float, common: dict[str, Any]) -> Redis:
     """A cluster client (typed as Redis: it has the same command API; the few places
-    that differ ask :func:`is_cluster`). ``password`` overrides the URL's."""
-    nodes, options = parse_cluster_url(url)
-    options.update(common)
-    if password is not None:
-        options["password"] = password
+    that differ ask :func:`is_cluster`). ``common`` holds connect.py's settings
+    (timeouts, credentials, TLS files); the URL's own user, password and query
+    options win over them, as with a ``redis://`` URL."""
+    nodes, url_options = parse_cluster_url(url)
+    options = {**common, **url_options}
     options.pop("retry", None)
     options.pop("retry_on_error", None)
     retry.update_supported_errors(list(_RETRYABLE))  # type: ignore[arg-type]
@@ -175,6 +173,23 @@ async def memory_info(client: Redis) -> dict[str, int]:
         list(replies.values()) if all(isinstance(v, dict) for v in replies.values()) else [replies]
     )
     return {f: sum(int(node.get(f, 0) or 0) for node in per_node) for f in MEMORY_FIELDS}
+
+
+async def still_subscribed(node: Redis, client: Redis, channel: str) -> bool:
+    """Whether ``node`` (a plain client to one master) still serves the volume's slot
+    and still counts our subscription to ``channel``.
+
+    A volume's slot always holds keys (its setting, its root), so a master with
+    none there is no longer the volume's. And a subscription made while the slot
+    was moving can be dropped without a word (seen with Redis 7.0: subscribed at
+    the importing master, gone once the move completed).
+    """
+    slot = cast(RedisCluster, client).keyslot(channel)
+    pipe = node.pipeline(transaction=False)
+    pipe.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot)
+    pipe.execute_command("PUBSUB", "SHARDNUMSUB", channel)
+    keys, (_, subscribers) = await pipe.execute()
+    return int(keys) > 0 and int(subscribers) > 0
 
 
 async def load_scripts(client: Redis, sources: dict[str, str]) -> None:

@@ -8,6 +8,7 @@ into one clear error that names the address.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,7 @@ from redis.exceptions import ConnectionError, RedisError, TimeoutError
 from ..errors import BackendUnavailable
 from .cluster import is_cluster, is_cluster_url, make_cluster_client, set_deadline_retry
 from .redis_errors import redis_error
+from .transport import SENTINEL_SCHEMES, redact, scheme_of, sentinel_client, tls_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +45,24 @@ class RedisOptions:
     """How long an operation keeps retrying while Redis is unreachable before failing (EIO)."""
     retry_base: float = 0.05
     """First backoff between retries (doubling, jittered, capped at 1 s)."""
+    username: str | None = None
+    """ACL user (a URL's own user wins); see ``redisfuse acl``."""
+    tls_ca: str | None = None
+    """CA file to verify the server with (``rediss://``; default: the system's CAs)."""
+    tls_cert: str | None = None
+    """Client certificate, for servers run with ``tls-auth-clients yes``."""
+    tls_key: str | None = None
+    """The client certificate's private key."""
+    replicas: int = 0
+    """fsync and close wait until a commit reached this many replicas (Redis WAIT)."""
+    replica_timeout: float = 10.0
+    """How long that wait may take before fsync/close fail with EIO."""
 
     @property
     def address(self) -> str:
         """The address as a user would recognise it (never shows a password)."""
         if self.url:
-            scheme, _, rest = self.url.partition("://")
-            return f"{scheme}://{rest.rpartition('@')[2]}"
+            return redact(self.url)
         return f"{self.host}:{self.port}/{self.db}"
 
 
@@ -106,6 +119,20 @@ def retry_stats(client: Redis) -> RetryStats | None:
     return retry.stats if isinstance(retry, CountingRetry) else None
 
 
+def _no_client_setinfo() -> dict[str, Any]:
+    """redis-py's arguments that stop it sending CLIENT SETINFO on every connection.
+
+    A user confined by ``redisfuse acl`` cannot be allowed it (``client|setinfo``
+    is unknown to Redis 7.0's ACL, and all of CLIENT is too much); newer redis-py
+    spells "off" ``driver_info=None`` and warns about the older spelling.
+    """
+    if importlib.util.find_spec("redis.driver_info") is not None:
+        return {"driver_info": None}
+    return {"lib_name": None, "lib_version": None}
+
+
+NO_CLIENT_SETINFO = _no_client_setinfo()
+
 FIRST_PING_RETRIES = 2
 """A first PING whose connection broke is sent again this often (not the whole deadline)."""
 
@@ -121,27 +148,32 @@ def counting_retry(options: RedisOptions, retries: int | None = None) -> Countin
 def make_client(options: RedisOptions, retries: int | None = None) -> Redis:
     """Create (but do not yet connect) a binary-safe client with retries."""
     retry = counting_retry(options, retries)
-    common = {
+    common: dict[str, Any] = {
         "decode_responses": False,
-        "socket_timeout": options.socket_timeout,
+        # A WAIT for replicas blocks its connection up to replica_timeout.
+        "socket_timeout": max(
+            options.socket_timeout, options.replica_timeout + 1 if options.replicas else 0
+        ),
         "socket_connect_timeout": options.connect_timeout,
         "retry": retry,
         "retry_on_error": [ConnectionError, TimeoutError],
         "health_check_interval": 30,
+        **NO_CLIENT_SETINFO,
     }
+    if scheme_of(options.url) in SENTINEL_SCHEMES:
+        return sentinel_client(options, common)
+    tls = tls_kwargs(options)
+    auth: dict[str, Any] = {"username": options.username, "password": options.password}
     if is_cluster_url(options.url):
         assert options.url is not None
+        given = {k: v for k, v in auth.items() if v is not None}
         return make_cluster_client(
-            options.url, options.password, retry, options.retry_deadline, common
+            options.url, retry, options.retry_deadline, {**common, **given, **tls}
         )
     if options.url:
-        return Redis.from_url(options.url, password=options.password, **common)  # type: ignore[arg-type]
+        return Redis.from_url(options.url, **auth, **common, **tls)
     return Redis(
-        host=options.host,
-        port=options.port,
-        db=options.db,
-        password=options.password,
-        **common,  # type: ignore[arg-type]
+        host=options.host, port=options.port, db=options.db, ssl=bool(tls), **auth, **common, **tls
     )
 
 

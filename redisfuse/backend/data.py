@@ -30,14 +30,9 @@ from .context import Context, QuickLock, now_ns
 from .lock import Lock
 from .model import attr_from_pairs
 from .objects import Objects
+from .reader import THREAD_THRESHOLD, BlockReader
 
 log = logging.getLogger(__name__)
-
-THREAD_THRESHOLD = 256 * 1024
-"""Batches with at least this many compressed bytes are (de)compressed in a worker thread."""
-
-READ_AHEAD_BLOCKS = 16
-"""A sequential read fetches this many blocks (1 MiB) at once, map and objects."""
 
 
 class DirtyFile:
@@ -137,114 +132,16 @@ class BlockStore:
         self.bs = ctx.settings.block_size
         self.codec = codec.CODECS.get(ctx.settings.codec, codec.ZLIB)
         self.level = level
-        self._read_ends: dict[int, int] = {}
-        """Where the last read of each inode ended: a read starting there is sequential."""
+        self.reader = BlockReader(ctx, cache)
         self.before_commit: Callable[[], Awaitable[None]] | None = None
         """Test hook awaited after the objects are stored and before the map is committed."""
 
     def __repr__(self) -> str:
         return f"<BlockStore {self.keys.volume!r} {self.cache!r}>"
 
-    async def _fetch(self, values: list[bytes | None]) -> list[bytes | None]:
-        """Decoded contents for block map values (None for holes); EIO when corrupt."""
-        parsed: list[tuple[int, int] | None] = []
-        got: dict[int, bytes] = {}
-        missing: list[int] = []
-        for value in values:
-            if value is None:
-                parsed.append(None)
-                continue
-            try:
-                obj_s, valid_s = value.split(b":")
-                obj, valid = int(obj_s), int(valid_s)
-            except ValueError:
-                log.error("corrupt block map entry %r in volume %s", value, self.keys.volume)
-                raise FSError(errno.EIO, "corrupt block map entry") from None
-            parsed.append((obj, valid))
-            if obj not in got:
-                cached = self.cache.get(obj)
-                if cached is None:
-                    missing.append(obj)
-                    got[obj] = b""
-                else:
-                    got[obj] = cached
-        if missing:
-            got.update(await self._load_objects(missing))
-        return [None if p is None else got[p[0]][: p[1]] for p in parsed]
-
-    async def _load_objects(self, ids: list[int]) -> dict[int, bytes]:
-        """GET and decode objects in one round trip; EIO (and a log line) when one is bad."""
-        with self.ctx.guard():
-            stored = cast(list[bytes], await self.objects.load(ids))
-        for obj, raw in zip(ids, stored, strict=True):
-            if raw is None:
-                log.error("object %d missing in volume %s", obj, self.keys.volume)
-                raise FSError(errno.EIO, f"object {obj} is missing")
-        if sum(len(r) for r in stored if r[:1] != b"\x00") >= THREAD_THRESHOLD:
-            decoded = await anyio.to_thread.run_sync(codec.decode_many, stored)
-        else:
-            decoded = codec.decode_many(stored)
-        out: dict[int, bytes] = {}
-        for obj, data in zip(ids, decoded, strict=True):
-            if isinstance(data, codec.CorruptObject):
-                log.error("object %d of volume %s is corrupt: %s", obj, self.keys.volume, data)
-                raise FSError(errno.EIO, f"object {obj} is corrupt")
-            self.cache.put(obj, data)
-            out[obj] = data
-        return out
-
     async def read(self, ino: int, offset: int, size: int, dirty: DirtyFile | None) -> bytes:
-        """Read up to ``size`` bytes at ``offset``; holes read as zeros, EOF cuts short."""
-        if offset < 0 or size < 0:
-            raise FSError(errno.EINVAL, "negative offset or size")
-        bs = self.bs
-        first = offset // bs
-        last = (offset + max(size, 1) - 1) // bs
-        indexes = list(range(first, last + 1))
-        cached = self.ctx.cache.block_map(ino, first, last)
-        if cached is not None:
-            values, file_size = cached
-            wanted = values
-        else:
-            # A sequential reader gets the map a whole read-ahead window at a time;
-            # with the event stream running the window stays valid until the inode
-            # changes. A random reader gets just what it asked for.
-            sequential = self._read_ends.get(ino) == offset
-            span = READ_AHEAD_BLOCKS - 1 if sequential else 0
-            ahead = list(range(first, max(last, first + span) + 1))
-            res = await self.ctx.script(
-                "read_map", [self.keys.inode(ino), self.keys.blockmap(ino)], ahead
-            )
-            file_size = int(res[1])
-            window: list[bytes | None] = list(res[3])
-            self.ctx.cache.put_block_map(ino, first, window, file_size)
-            values = window[: len(indexes)]
-            # The rest of the window's objects come in the same MGET, into the cache,
-            # when the event stream keeps the window valid.
-            wanted = window if self.ctx.cache.enabled else values
-        if dirty is not None:
-            file_size = max(file_size, dirty.pending_end_and_time()[0])
-        end = min(offset + size, file_size)
-        if len(self._read_ends) > 10_000:
-            self._read_ends.clear()
-        self._read_ends[ino] = max(end, offset)
-        if end <= offset:
-            return b""
-        blocks = (await self._fetch(wanted))[: len(indexes)]
-        out = bytearray()
-        for idx, data in zip(indexes, blocks, strict=True):
-            mine = dirty.block(idx) if dirty is not None else None
-            if mine is not None:
-                data = bytes(mine)
-            start = max(offset, idx * bs) - idx * bs
-            stop = min(end, (idx + 1) * bs) - idx * bs
-            if stop <= start:
-                break
-            chunk = (data or b"")[start:stop]
-            out += chunk
-            if len(chunk) < stop - start:
-                out += bytes(stop - start - len(chunk))
-        return bytes(out)
+        """Read up to ``size`` bytes at ``offset`` (see reader.py); holes read as zeros."""
+        return await self.reader.read(ino, offset, size, dirty)
 
     async def _load_block(self, ino: int, idx: int, dirty: DirtyFile) -> bytearray:
         """The current contents of one block, for a write that covers only part of it."""
@@ -259,7 +156,7 @@ class BlockStore:
             )
         if value is None:
             return bytearray()
-        (data,) = await self._fetch([value])
+        (data,) = await self.reader.fetch([value])
         return bytearray(data or b"")
 
     async def write(self, dirty: DirtyFile, offset: int, data: bytes) -> None:
@@ -305,7 +202,7 @@ class BlockStore:
             values = await self.ctx.client.hmget(
                 self.keys.blockmap(dirty.ino), [str(i) for i in partial]
             )
-        fresh = await self._fetch(cast(list[bytes | None], values))
+        fresh = await self.reader.fetch(cast(list[bytes | None], values))
         for idx, base in zip(partial, fresh, strict=True):
             mine = dirty.blocks[idx]
             merged = bytearray(base or b"")

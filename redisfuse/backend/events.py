@@ -24,8 +24,9 @@ subscribe again at the slot's new master and yield ``Resync``).
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
-from .cluster import is_cluster, node_client
+from .cluster import is_cluster, node_client, still_subscribed
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,9 @@ async def listen(
         # afresh after the slot moved or its master failed.
         own = await node_client(client, channel, refresh=delay > 0.05) if sharded else None
         pubsub = _CountingPubSub((own or client).connection_pool)
+        if own is not None:
+            where = own.connection_pool.connection_kwargs
+            log.debug("change events: subscribing at %s:%s", where.get("host"), where.get("port"))
         try:
             try:
                 await _subscribe(pubsub, channels, sharded)
@@ -145,7 +149,9 @@ async def listen(
                 await _sleep(delay)
                 delay = min(delay * 2, RECONNECT_CAP_S)
                 continue
-            async for event in _read(pubsub, channels, own_session, sharded):
+
+            serves = functools.partial(still_subscribed, own, client, channel) if own else None
+            async for event in _read(pubsub, channels, own_session, serves):
                 delay = 0.05
                 yield event
             delay = 0.1  # the stream ended: the slot moved; re-read the slot map
@@ -156,9 +162,18 @@ async def listen(
 
 
 async def _read(
-    pubsub: _CountingPubSub, channels: tuple[str, ...], own_session: int, sharded: bool
+    pubsub: _CountingPubSub,
+    channels: tuple[str, ...],
+    own_session: int,
+    serves: Callable[[], Awaitable[bool]] | None,
 ) -> AsyncIterator[Event]:
-    """The events of one subscription; ends when a cluster ends it (slot moved, node gone)."""
+    """The events of one subscription; ends when a cluster ends it (slot moved, node gone).
+
+    ``serves`` (on a cluster) is asked once a quiet second whether the master
+    still serves the volume's slot and holds our subscription: one made while
+    the slot was moving can end without a word.
+    """
+    sharded = serves is not None
     seen_connects = pubsub.connects
     yield Resync()
     while True:
@@ -174,6 +189,13 @@ async def _read(
             seen_connects = pubsub.connects
             yield Resync()
         if message is None:
+            if serves is not None:
+                try:
+                    if not await serves():
+                        log.info("change events: the volume's slot moved; following it")
+                        return
+                except (RedisError, OSError):
+                    return
             continue
         kind = message.get("type")
         if kind == "sunsubscribe":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import stat
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -76,9 +77,16 @@ async def _scan_ids(client: Redis, keys: Keys, kind: str) -> list[int]:
     return out
 
 
+Progress = Callable[[int, int], None]
+"""Called with (inodes checked, inodes in the volume) as fsck advances."""
+
+
 class _Checker:
-    def __init__(self, client: Redis, keys: Keys, repair: bool, min_idle: int) -> None:
+    def __init__(
+        self, client: Redis, keys: Keys, repair: bool, min_idle: int, progress: Progress | None
+    ) -> None:
         self.client = client
+        self.progress = progress
         self.keys = keys
         self.objects = Objects(client, keys)
         self.repair = repair
@@ -145,12 +153,14 @@ class _Checker:
 
         referenced: set[int] = set()
         live: dict[int, int] = {}  # ino -> bytes, after repairs
-        for ino, fields in attrs.items():
+        for done, (ino, fields) in enumerate(attrs.items(), 1):
             used = await self._check_inode(
                 ino, fields, links, subdirs, parents, orphans, opens, referenced
             )
             if used is not None:
                 live[ino] = used
+            if self.progress is not None:
+                self.progress(done, len(attrs))
         for ino in await _scan_ids(client, keys, "m"):
             if ino not in live and ino not in reclaim:
                 self.problem(f"block map of missing inode {ino} not queued for reclaim")
@@ -320,10 +330,18 @@ class _Checker:
 
 
 async def fsck(
-    client: Redis, volume: str, *, repair: bool = False, min_idle: int = LEAK_MIN_IDLE_S
+    client: Redis,
+    volume: str,
+    *,
+    repair: bool = False,
+    min_idle: int = LEAK_MIN_IDLE_S,
+    progress: Progress | None = None,
 ) -> FsckReport:
-    """Check every invariant of ``volume``; with ``repair``, fix what was found."""
+    """Check every invariant of ``volume``; with ``repair``, fix what was found.
+
+    ``progress`` is called as each inode's check ends (for a CLI progress bar).
+    """
     keys = Keys(volume)
     layout = cast(bytes | None, await client.hget(keys.setting, "objects"))
     keys = keys.with_layout(layout.decode() if layout else TAGGED)
-    return await _Checker(client, keys, repair, min_idle).run()
+    return await _Checker(client, keys, repair, min_idle, progress).run()

@@ -17,6 +17,9 @@ import time
 
 from .model import Attr
 
+MAX_MAP_ENTRIES = 1 << 16
+"""Block map entries kept per inode (4 GiB of a file in 64 KiB blocks, about 6 MiB)."""
+
 
 class MetaCache:
     """Attributes by inode and child inode by (parent, name), with a TTL."""
@@ -27,10 +30,13 @@ class MetaCache:
         self.enabled = False
         self.hits = 0
         self.misses = 0
+        self.changes = 0
+        """Counts every dropped entry or listing: a listing read before a change is not kept."""
         self._attrs: dict[int, tuple[Attr, float]] = {}
         self._entries: dict[tuple[int, bytes], tuple[int, float]] = {}
         self._listings: dict[int, tuple[set[bytes], float]] = {}
-        self._maps: dict[int, tuple[int, list[bytes | None], int, float]] = {}
+        self._maps: dict[int, tuple[dict[int, bytes | None], int, float]] = {}
+        """Per inode: block map entries by index, the size they came with, when first read."""
 
     def __repr__(self) -> str:
         state = "on" if self.enabled else "off"
@@ -84,9 +90,14 @@ class MetaCache:
             return False
         return name not in item[0]
 
-    def put_listing(self, parent: int, names: set[bytes]) -> None:
-        """Record every name of ``parent``, as a full readdir (or an mkdir) showed it."""
-        if self.enabled:
+    def put_listing(self, parent: int, names: set[bytes], seen: int | None = None) -> None:
+        """Record every name of ``parent``, as a full readdir (or an mkdir) showed it.
+
+        ``seen`` is :attr:`changes` when the request that read the names was
+        sent: if any entry changed since (an event, or a change of this node's,
+        may have overtaken the reply), the names may be stale and are not kept.
+        """
+        if self.enabled and (seen is None or seen == self.changes):
             if len(self._listings) >= self.max_items // 10:
                 self._listings.clear()
             self._listings[parent] = (names, time.monotonic())
@@ -102,33 +113,52 @@ class MetaCache:
             item[0].discard(name)
 
     def drop_listing(self, parent: int) -> None:
+        self.changes += 1
         self._listings.pop(parent, None)
 
     def block_map(self, ino: int, first: int, last: int) -> tuple[list[bytes | None], int] | None:
         """Cached block map values for indexes first..last and the file size, if all cached."""
         item = self._maps.get(ino) if self.enabled else None
-        if item is None or not self._fresh(item[3]):
+        if item is None or not self._fresh(item[2]):
             return None
-        start, values, size, _ = item
-        if first < start or last >= start + len(values):
+        entries, size, _ = item
+        try:
+            return [entries[idx] for idx in range(first, last + 1)], size
+        except KeyError:
             return None
-        return values[first - start : last - start + 1], size
 
     def put_block_map(self, ino: int, first: int, values: list[bytes | None], size: int) -> None:
-        """Remember a window of ``m:INO`` (read ahead); dropped with the inode's attributes."""
-        if self.enabled:
+        """Remember entries of ``m:INO`` from index ``first`` on (None: a hole).
+
+        Windows read at different places of one file add up (a random reader
+        soon has the map of the parts it reads), as long as the size they came
+        with stays the same: a different size means the file changed and the
+        older entries go. They all go with the inode's attributes, and expire
+        ``ttl`` after the first of them was read.
+        """
+        if not self.enabled:
+            return
+        item = self._maps.get(ino)
+        if item is None or item[1] != size or not self._fresh(item[2]):
             if len(self._maps) >= self.max_items // 10:
                 self._maps.clear()
-            self._maps[ino] = (first, values, size, time.monotonic())
+            item = ({}, size, time.monotonic())
+            self._maps[ino] = item
+        entries = item[0]
+        if len(entries) + len(values) > MAX_MAP_ENTRIES:
+            entries.clear()
+        entries.update(enumerate(values, start=first))
 
     def drop_attr(self, ino: int) -> None:
         self._maps.pop(ino, None)
         self._attrs.pop(ino, None)
 
     def drop_entry(self, parent: int, name: bytes) -> None:
+        self.changes += 1
         self._entries.pop((parent, name), None)
 
     def clear(self) -> None:
+        self.changes += 1
         self._attrs.clear()
         self._entries.clear()
         self._listings.clear()

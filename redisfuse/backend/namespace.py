@@ -31,6 +31,13 @@ from .scripts import Stale
 log = logging.getLogger(__name__)
 
 STALE_ATTEMPTS = 20
+STAT_BATCH = 1000
+"""Attributes read per stat_many call when listing a directory (Redis is busy for
+about a millisecond per call; the calls of one listing go in one pipeline)."""
+LISTING_ON_MISS = 512
+"""A lookup that misses in a directory of at most this many entries brings all its
+names back in the same round trip: the next misses there (an archive unpacked into
+it, a build writing its outputs) cost none."""
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 
@@ -87,9 +94,16 @@ class Namespace:
             return cached
         if self.ctx.cache.absent(parent, name):
             raise NotFound(f"no entry {name!r} in directory {parent}")
+        cache = self.ctx.cache
+        seen = cache.changes
         res = await self.ctx.script(
-            "lookup", [self.keys.dirents(parent), self.keys.inode(parent)], [name, self.keys.prefix]
+            "lookup",
+            [self.keys.dirents(parent), self.keys.inode(parent)],
+            [name, self.keys.prefix, LISTING_ON_MISS if cache.enabled else 0],
         )
+        if int(res[1]) == 0:  # no such name, and the directory is small: its names came along
+            cache.put_listing(parent, {bytes(n) for n in res[2]}, seen)
+            raise NotFound(f"no entry {name!r} in directory {parent}")
         attr = attr_from_pairs(int(res[1]), res[2])
         self.ctx.cache.put_entry(parent, name, attr)
         return attr
@@ -361,6 +375,7 @@ class Namespace:
         entries come and go, so a listing resumed at an offset neither repeats nor
         skips entries that stayed. '.' and '..' are not included.
         """
+        seen = self.ctx.cache.changes
         with self.ctx.guard():
             pipe = self.ctx.client.pipeline(transaction=False)
             pipe.hget(self.keys.inode(ino), "mode")
@@ -371,7 +386,7 @@ class Namespace:
         if not stat.S_ISDIR(int(mode)):
             raise FSError(errno.ENOTDIR, f"inode {ino} is not a directory")
         if offset == 0:
-            self.ctx.cache.put_listing(ino, {bytes(n) for n in raw})
+            self.ctx.cache.put_listing(ino, {bytes(n) for n in raw}, seen)
         entries: list[tuple[int, bytes, int]] = []
         for name, value in raw.items():
             child, _, seq = value.partition(b":")
@@ -382,14 +397,18 @@ class Namespace:
             return [DirEntry(name, Ino(child), seq) for seq, name, child in entries]
         with self.ctx.guard():
             pipe = self.ctx.client.pipeline(transaction=False)
-            for _, _, child in entries:
-                pipe.hgetall(self.keys.inode(child))
-            fields = await pipe.execute()
+            for start in range(0, len(entries), STAT_BATCH):
+                chunk = entries[start : start + STAT_BATCH]
+                self.ctx.scripts.queue(
+                    pipe, "stat_many", [self.keys.inode(child) for _, _, child in chunk], []
+                )
+            replies = await self.ctx.scripts.execute(self.ctx.client, pipe)
+        fields = [pairs for reply in replies for pairs in reply]
         out = []
         for (seq, name, child), f in zip(entries, fields, strict=True):
             if not f:
                 continue  # removed between the two round trips
-            attr = attr_from_fields(child, f)
+            attr = attr_from_pairs(child, f)
             self.ctx.cache.put_entry(ino, name, attr)
             out.append(DirEntry(name, Ino(child), seq, attr))
         return out

@@ -173,6 +173,20 @@ class Volume:
         async with Lock(self.inodes.ctx, key, ttl=ttl, timeout=timeout) as held:
             yield held
 
+    @contextlib.asynccontextmanager
+    async def named_lock(
+        self, name: str, *, ttl: float = 10.0, timeout: float = 30.0
+    ) -> AsyncIterator[Lock]:
+        """Hold a distributed lock known by ``name`` alone, with no file behind it.
+
+        For scripts that coordinate work done elsewhere (``redisfuse flock NAME``):
+        the same name on any node, in any client, is the same lock. Renewed and
+        released like :meth:`lock`; names never collide with path locks.
+        """
+        key = self.inodes.keys.lock(f"name:{name}")
+        async with Lock(self.inodes.ctx, key, ttl=ttl, timeout=timeout) as held:
+            yield held
+
     async def open(self, path: str | bytes, mode: str = "rb") -> AsyncFile:
         """Open a file like ``open()`` in binary mode ('rb', 'wb', 'ab', 'xb', 'r+b' ...)."""
         flags = _flags(mode)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import errno
 import logging
+import ssl
 import time
 
+from redis.asyncio.sentinel import MasterNotFoundError
 from redis.exceptions import (
     AuthenticationError,
     ConnectionError,
@@ -46,6 +48,14 @@ def redis_error(exc: BaseException, address: str) -> FSError:
         return BackendUnavailable(f"Redis at {address} needs a password")
     if isinstance(exc, AuthenticationError) or _starts(exc, "WRONGPASS", "invalid username"):
         return BackendUnavailable(f"Redis at {address} refused the password")
+    if isinstance(exc, MasterNotFoundError):
+        return BackendUnavailable(
+            f"no sentinel of {address} named a reachable master: are the sentinels up, "
+            "is the master name right, and is the master (or a promoted replica) up?"
+        )
+    tls = _tls_cause(exc)
+    if tls is not None:
+        return BackendUnavailable(f"TLS with Redis at {address} failed: {tls}")
     if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
         return BackendUnavailable(f"Redis at {address} is unreachable: {exc}")
     if _starts(exc, "unknown command", "ERR unknown command"):
@@ -55,6 +65,24 @@ def redis_error(exc: BaseException, address: str) -> FSError:
     if isinstance(exc, (ResponseError, RedisError)):
         return BackendUnavailable(f"Redis at {address} failed: {exc}")
     return BackendUnavailable(f"Redis at {address}: {exc}")
+
+
+def _tls_cause(exc: BaseException) -> str | None:
+    """What failed in a TLS handshake behind ``exc``, said so a user knows which file to fix."""
+    seen: BaseException | None = exc
+    while seen is not None and not isinstance(seen, ssl.SSLError):
+        seen = seen.__cause__ or seen.__context__
+    if seen is None:
+        return None
+    if isinstance(seen, ssl.SSLCertVerificationError):
+        return (
+            f"the server's certificate is not trusted ({seen.verify_message}): "
+            "check --redis-tls-ca (the CA that signed the server's certificate)"
+        )
+    reason = getattr(seen, "reason", None) or str(seen)
+    if "CERTIFICATE_REQUIRED" in str(reason):
+        return "the server requires a client certificate: pass --redis-tls-cert and --redis-tls-key"
+    return f"{reason}: check the --redis-tls-* files"
 
 
 def _starts(exc: BaseException, *prefixes: str) -> bool:

@@ -40,6 +40,7 @@ SCRIPT_NAMES = (
     "release",
     "xattr_set",
     "read_map",
+    "stat_many",
     "lock",
     "extend",
     "unlock",

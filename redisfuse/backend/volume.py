@@ -32,7 +32,7 @@ from .capacity import Capacity
 from .cluster import is_cluster
 from .connect import RedisOptions, connect, retry_stats
 from .context import Context, now_ns
-from .data import READ_AHEAD_BLOCKS, BlockStore, DirtyFile
+from .data import BlockStore, DirtyFile
 from .events import Event
 from .keys import ROOT_INO, SPREAD, TAGGED, Keys
 from .lock import Lock
@@ -51,7 +51,9 @@ from .model import (
 )
 from .namespace import Namespace
 from .paths import Volume
+from .reader import READ_AHEAD_BLOCKS
 from .redis_errors import redis_error
+from .replicas import ReplicaWait
 from .scripts import Scripts
 from .session import Sessions
 from .xattrs import Xattrs
@@ -182,6 +184,8 @@ class Inodes:
         """Handles opened in a session that was declared dead (see renew_session)."""
         self._closed = False
         self.sessions = Sessions(ctx, session_timeout)
+        self.replica_wait: ReplicaWait | None = None
+        """Set by open_volume when commits must reach replicas before fsync/close return."""
         self.capacity = Capacity(ctx)
         self._fenced = False
 
@@ -312,6 +316,7 @@ class Inodes:
             return
         self._closed = True
         with anyio.CancelScope(shield=True):
+            await self.data.reader.aclose()
             for fh in list(self._handles):
                 try:
                     await self.release(fh)
@@ -596,12 +601,18 @@ class Inodes:
             await self.data.flush(dirty, locked=True)
 
     async def flush(self, fh: int) -> None:
-        """Commit this node's buffered writes to the handle's inode."""
+        """Commit this node's buffered writes to the handle's inode.
+
+        close(2) reports what flush returns, so with ``replicas`` set a writable
+        handle's flush also waits for the replicas (fsync and release call it).
+        """
         of = self._file(fh)
         dirty = self._dirty.get(of.ino)
         if dirty is not None and (dirty.blocks or dirty.end or dirty.inflight):
             async with dirty.lock:
                 await self.data.flush(dirty)
+        if of.writable and self.replica_wait is not None:
+            await self.replica_wait.confirm()
 
     async def fsync(self, fh: int) -> None:
         """Like flush: returns once Redis has acknowledged the commit."""
@@ -713,6 +724,10 @@ async def open_volume(
             session_timeout=session_timeout,
         )
         ctx.cache.ttl = metadata_ttl
+        if opts.replicas > 0:
+            inodes.replica_wait = ReplicaWait(
+                client, keys, opts.replicas, opts.replica_timeout, opts.address
+            )
         try:
             await inodes.sessions.register(mountpoint, event_loop)
             if quota_bytes is not None or quota_inodes is not None:

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import secrets
 import sys
 
 from ..backend import RedisOptions, open_volume
+from ..backend.acl import acl_rule
 from ..backend.fsck import fsck
 from ..errors import FSError
-from .errors import EXIT_FAILURE, startup_error
+from .errors import EXIT_FAILURE, EXIT_USAGE, UsageError, startup_error
+from .progress import Progress
 
 
 def _out(line: str = "") -> None:
@@ -33,12 +36,22 @@ async def run(command: str, args: argparse.Namespace, options: RedisOptions) -> 
                 return await _status(vol.name, fs)
             if command == "gc":
                 dead = await fs.sessions.dead(args.session_timeout)
-                for sid in dead:
-                    await fs.sessions.reclaim(sid)
-                purged = await fs.gc(grace_ms=int(args.grace * 1000))
+                # A bar on a terminal only: the plain output below stays as it was.
+                with Progress("gc", len(dead) + 1, "steps", plain=False) as bar:
+                    for n, sid in enumerate(dead, 1):
+                        await fs.sessions.reclaim(sid)
+                        bar.update(n, f"reclaimed session {sid}")
+                    purged = await fs.gc(grace_ms=int(args.grace * 1000))
+                    bar.update(len(dead) + 1)
                 _out(f"reclaimed {len(dead)} dead sessions, deleted {purged} replaced objects")
                 return 0
-            report = await fsck(fs.ctx.client, vol.name, repair=args.repair)
+            with Progress("fsck", None, "inodes", plain=False) as bar:
+                report = await fsck(
+                    fs.ctx.client,
+                    vol.name,
+                    repair=args.repair,
+                    progress=lambda done, total: _advance(bar, done, total),
+                )
             _out(str(report))
             if report.ok:
                 _out("volume is consistent")
@@ -50,6 +63,11 @@ async def run(command: str, args: argparse.Namespace, options: RedisOptions) -> 
             return EXIT_FAILURE
     except FSError as exc:
         raise startup_error(exc) from exc
+
+
+def _advance(bar: Progress, done: int, total: int) -> None:
+    bar.set_total(total)  # known once fsck has listed the inodes
+    bar.update(done)
 
 
 async def _status(name: str, fs) -> int:  # type: ignore[no-untyped-def]
@@ -75,4 +93,17 @@ async def _status(name: str, fs) -> int:  # type: ignore[no-untyped-def]
             f"loop {s.event_loop or '-'}  "
             f"heartbeat {_when(s.heartbeat_ms)}  open {s.open_inodes}  retries {s.retries}"
         )
+    return 0
+
+
+def print_acl(args: argparse.Namespace, password: str | None) -> int:
+    """``redisfuse acl VOLUME``: the ACL SETUSER line, with $REDISFUSE_REDIS_PASSWORD or a
+    fresh random password (print it once, hand it to the mounts through the environment)."""
+    user = args.user or f"redisfuse-{args.volume}"
+    if any(c.isspace() for c in user) or (password and any(c.isspace() for c in password)):
+        raise UsageError("the user name and password cannot contain white space", EXIT_USAGE)
+    try:
+        _out(acl_rule(args.volume, user, password or secrets.token_urlsafe(24)))
+    except ValueError as exc:
+        raise UsageError(str(exc), EXIT_USAGE) from exc
     return 0

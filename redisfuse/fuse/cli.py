@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 
 from .. import bench
+from . import flock_cmd, fstab
 from .errors import EXIT_FAILURE, EXIT_FUSE, EXIT_MOUNTPOINT, EXIT_USAGE, UsageError
 from .loops import DEFAULT_EVENT_LOOP, EVENT_LOOPS
 
@@ -24,22 +25,35 @@ MIB = 1 << 20
 BACKGROUND_READY_S = 30.0
 
 
-def _add_redis_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_redis_arguments(parser: argparse.ArgumentParser, volume_option: bool = True) -> None:
     redis = parser.add_argument_group("Redis")
     redis.add_argument(
-        "--redis-url", help="redis://, rediss:// or unix:// URL (overrides host/port/db)"
+        "--redis-url",
+        help="redis://, rediss:// (TLS), unix:// or redis+sentinel://H:P[,H:P]/MASTER[/DB] "
+        "URL (overrides host/port/db); put no password in it (ps shows it): see "
+        "REDISFUSE_REDIS_PASSWORD",
     )
     redis.add_argument("--redis-host", help="Redis host (default localhost)")
     redis.add_argument("--redis-port", type=int, help="Redis port (default 6379)")
     redis.add_argument("--redis-db", type=int, help="Redis database number (default 0)")
+    redis.add_argument("--redis-user", help="Redis ACL user (default: the URL's, or 'default')")
     redis.add_argument(
         "--redis-password",
-        default=os.environ.get("REDIS_PASSWORD"),
-        help="Redis password (default: $REDIS_PASSWORD); never logged",
+        help="Redis password; visible to every user in ps, so prefer "
+        "$REDISFUSE_REDIS_PASSWORD (or $REDIS_PASSWORD) or --redis-password-file; never logged",
     )
     redis.add_argument(
-        "--volume", default="default", help="volume name inside Redis (default: default)"
+        "--redis-password-file", metavar="PATH", help="read the Redis password from this file"
     )
+    redis.add_argument("--redis-tls-ca", metavar="PATH", help="CA file to verify a TLS server with")
+    redis.add_argument(
+        "--redis-tls-cert", metavar="PATH", help="client certificate for TLS (with --redis-tls-key)"
+    )
+    redis.add_argument("--redis-tls-key", metavar="PATH", help="the client certificate's key")
+    if volume_option:
+        redis.add_argument(
+            "--volume", default="default", help="volume name inside Redis (default: default)"
+        )
     redis.add_argument(
         "--redis-timeout",
         type=float,
@@ -79,6 +93,21 @@ def _add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     _add_redis_arguments(parser)
     fuse = parser.add_argument_group("mount")
     fuse.add_argument("--read-only", action="store_true", help="mount read-only")
+    fuse.add_argument(
+        "--replicas",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fsync and close return once the writes reached N Redis replicas "
+        "(Redis WAIT; default 0: acknowledged by the master only, see README)",
+    )
+    fuse.add_argument(
+        "--replica-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="with --replicas, fsync/close fail with EIO after waiting this long (default 10)",
+    )
     fuse.add_argument("--allow-other", action="store_true", help="let other users access the mount")
     fuse.add_argument(
         "-o",
@@ -216,12 +245,42 @@ def main_parser() -> argparse.ArgumentParser:
         help="delete replaced data older than this (default 60: a reader may still "
         "hold an older block map); 0 frees all of it now, when space is short",
     )
+    acl = sub.add_parser(
+        "acl", help="print the Redis ACL rule of a user that can use exactly one volume"
+    )
+    acl.add_argument("volume", help="the volume the user may use")
+    acl.add_argument("--user", help="ACL user name (default: redisfuse-VOLUME)")
     bench.add_arguments(sub.add_parser("bench", help="run the benchmark workloads in a directory"))
     fsck = sub.add_parser("fsck", help="check the volume's consistency (and repair it)")
     _add_redis_arguments(fsck)
     fsck.add_argument(
         "--repair", action="store_true", help="fix what is found (run it while the volume is quiet)"
     )
+    dump = sub.add_parser(
+        "dump",
+        help="write a volume to a file (docs/dump-format.md)",
+        description="Write VOLUME to FILE ('-': stdout); each file is consistent even "
+        "while the volume is in use.",
+    )
+    dump.add_argument("volume", metavar="VOLUME", help="volume name inside Redis")
+    dump.add_argument("file", metavar="FILE", help="dump file to write, or - for stdout")
+    _add_redis_arguments(dump, volume_option=False)
+    load = sub.add_parser(
+        "load",
+        help="restore a dump into an empty volume",
+        description="Restore FILE ('-': stdin) into VOLUME, which must be empty (or new).",
+    )
+    load.add_argument("file", metavar="FILE", help="dump file to read, or - for stdin")
+    load.add_argument("volume", metavar="VOLUME", help="volume name inside Redis")
+    _add_redis_arguments(load, volume_option=False)
+    flock = sub.add_parser(
+        "flock",
+        help="run a command holding one of the volume's distributed locks (like flock(1))",
+        description="Run COMMAND while holding the volume's distributed lock LOCK, "
+        "renewed while it runs and released when it exits; exits with its status.",
+    )
+    flock_cmd.add_arguments(flock)
+    _add_redis_arguments(flock)
     return parser
 
 
@@ -265,15 +324,45 @@ def _redis_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
             "started a" if started else "using the",
             url,
         )
+    replica_timeout = getattr(args, "replica_timeout", 10.0)
     return RedisOptions(
         url=url,
         host=host,
         port=port,
         db=args.redis_db or 0,
-        password=args.redis_password,
+        username=args.redis_user,
+        password=_redis_password(args),
         socket_timeout=args.redis_timeout,
         retry_deadline=args.redis_retry_deadline,
+        tls_ca=args.redis_tls_ca,
+        tls_cert=args.redis_tls_cert,
+        tls_key=args.redis_tls_key,
+        replicas=getattr(args, "replicas", 0),
+        replica_timeout=replica_timeout,
     )
+
+
+PASSWORD_ENV = ("REDISFUSE_REDIS_PASSWORD", "REDIS_PASSWORD")
+
+
+def _redis_password(args: argparse.Namespace) -> str | None:
+    """The password from --redis-password-file, the environment, or (discouraged) argv."""
+    if args.redis_password_file:
+        try:
+            with open(args.redis_password_file, encoding="utf-8") as f:
+                return f.read().rstrip("\r\n")
+        except OSError as exc:
+            raise UsageError(
+                f"cannot read password file {args.redis_password_file}: {exc.strerror}",
+                EXIT_USAGE,
+            ) from exc
+    if args.redis_password is not None:
+        log.warning(
+            "--redis-password is visible to every local user (ps); "
+            "use $REDISFUSE_REDIS_PASSWORD or --redis-password-file"
+        )
+        return str(args.redis_password)
+    return next((os.environ[k] for k in PASSWORD_ENV if os.environ.get(k)), None)
 
 
 def _background(argv: Sequence[str], mountpoint: str) -> int:
@@ -363,13 +452,26 @@ def _run(fn, *args) -> int:  # type: ignore[no-untyped-def]
 
 
 def _volume_command(args: argparse.Namespace) -> int:
-    """status, gc and fsck: backend work on plain asyncio, no FUSE needed."""
+    """status, gc, fsck, dump and load: backend work on plain asyncio, no FUSE needed."""
     import asyncio
 
-    from . import admin
+    from . import admin, backup
 
     setup_logging(False, None)
+    if args.command in ("dump", "load"):
+        command = backup.dump if args.command == "dump" else backup.load
+        return asyncio.run(command(args, _redis_options(args)))
     return asyncio.run(admin.run(args.command, args, _redis_options(args)))
+
+
+def _flock(args: argparse.Namespace) -> int:
+    """The command runs on plain asyncio beside the lock's renewal; no FUSE needed."""
+    import asyncio
+
+    command = flock_cmd.command_of(args)
+    setup_logging(False, None)
+    logging.getLogger().setLevel(logging.WARNING)  # its output is the command's
+    return asyncio.run(flock_cmd.run(args, _redis_options(args), command))
 
 
 def fuse_main(argv: Sequence[str] | None = None) -> int:
@@ -379,14 +481,38 @@ def fuse_main(argv: Sequence[str] | None = None) -> int:
     return _run(_mount, args, argv)
 
 
+def _commands(parser: argparse.ArgumentParser) -> list[str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []
+
+
+def _helper_mount(argv: Sequence[str]) -> int:
+    """``redisfuse SOURCE DIR -o OPTS``, as mount(8) runs it through mount.fuse3 (fstab.py)."""
+    translation = fstab.translate(argv, mount_parser("redisfuse"))
+    fstab.apply_env(translation.env)
+    args = mount_parser("redisfuse").parse_args(translation.argv)
+    return _mount(args, translation.argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``redisfuse COMMAND ...``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = main_parser().parse_args(argv)
+    parser = main_parser()
+    if fstab.is_helper_call(argv, _commands(parser)):
+        return _run(_helper_mount, argv)
+    args = parser.parse_args(argv)
     if args.command == "mount":
         return _run(_mount, args, argv[1:])
     if args.command == "umount":
         return _run(_umount, args)
+    if args.command == "flock":
+        return _run(_flock, args)
     if args.command == "bench":
         return bench.run_from_args(args)
+    if args.command == "acl":
+        from . import admin
+
+        return _run(admin.print_acl, args, os.environ.get(PASSWORD_ENV[0]))
     return _run(_volume_command, args)

@@ -25,12 +25,11 @@ gets ahead sometimes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -46,6 +45,7 @@ from redisfuse.backend import (
     Volume,
 )
 from redisfuse.backend.fsck import fsck
+from tests.caching import caching
 
 ROUNDS = 30
 ALSO_ON_CLUSTER = {
@@ -84,30 +84,14 @@ class Nodes:
             await asyncio.sleep(0.01)
 
 
-async def _listen(v: Volume, started: asyncio.Event) -> None:
-    events = cast(AsyncGenerator[Any, None], v.inodes.events())
-    async with contextlib.aclosing(events) as stream:
-        async for _ in stream:
-            started.set()  # the first event is Resync: the cache is on from here
-
-
 @pytest_asyncio.fixture(params=["uncached", "cached"])
 async def nodes(request: pytest.FixtureRequest, vol: Volume, vol2: Volume) -> AsyncIterator[Nodes]:
     """``vol`` and ``vol2``, with their metadata caches off or on (event streams running)."""
     if request.param == "uncached":
         yield Nodes(vol, vol2, cached=False)
         return
-    tasks = []
-    try:
-        for v in (vol, vol2):
-            started = asyncio.Event()
-            tasks.append(asyncio.create_task(_listen(v, started)))
-            await started.wait()
+    async with caching(vol), caching(vol2):
         yield Nodes(vol, vol2, cached=True)
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _after(yields: int, call: Awaitable[Any]) -> Any:

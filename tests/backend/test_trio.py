@@ -33,8 +33,8 @@ trio = pytest.importorskip("trio")
 from redis.asyncio import Redis  # noqa: E402
 
 from redisfuse.backend import NotFound, open_volume  # noqa: E402
-from redisfuse.backend.data import THREAD_THRESHOLD  # noqa: E402
 from redisfuse.backend.fsck import FsckReport, fsck  # noqa: E402
+from redisfuse.backend.reader import THREAD_THRESHOLD  # noqa: E402
 
 if TYPE_CHECKING:
     from conftest import RedisServer

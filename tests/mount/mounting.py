@@ -64,9 +64,15 @@ class Mount:
 
 
 def start_mount(
-    mountpoint: Path, url: str, volume: str, log_path: Path, extra_args: list[str] | None = None
+    mountpoint: Path,
+    url: str,
+    volume: str,
+    log_path: Path,
+    extra_args: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Mount:
-    """Mount ``volume`` at ``mountpoint`` and wait until the kernel shows the mount."""
+    """Mount ``volume`` at ``mountpoint`` and wait until the kernel shows the mount
+    (``env`` adds to the environment, e.g. REDISFUSE_REDIS_PASSWORD)."""
     mountpoint.mkdir(parents=True, exist_ok=True)
     args = [
         sys.executable,
@@ -82,7 +88,11 @@ def start_mount(
     ]
     with log_path.open("ab") as log_file:
         proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env} if env else None,
         )
     mount = Mount(mountpoint, volume, url, log_path, proc, list(extra_args or []))
     deadline = time.monotonic() + READY_DEADLINE_S

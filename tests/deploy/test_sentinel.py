@@ -1,0 +1,82 @@
+"""Sentinel: a volume follows a failover, and --replicas keeps acknowledged writes.
+
+A master, two replicas and three sentinels (quorum 2, down-after 1 s) on free
+ports. Two replicas, not one: with --replicas 1 a writer after the failover
+needs a replica left over besides the one promoted. The writer appends a
+record and fsyncs (flush) each time; the master is SIGKILLed under it, and
+afterwards every record it saw acknowledged, before and after, must be there.
+Shortcut: backend level (no mount); records are small.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import time
+
+import pytest
+
+from redisfuse.backend import FSError, RedisOptions, open_volume
+from redisfuse.backend.connect import retry_stats
+from redisfuse.backend.fsck import fsck
+
+from .cli import redisfuse
+from .servers import Servers, master_port, start_sentinel_group
+
+RECORD = 64
+BEFORE, AFTER = 20, 20
+
+
+def _record(i: int) -> bytes:
+    return f"{i:08d}".encode().ljust(RECORD, b".")
+
+
+async def test_acknowledged_writes_survive_a_failover(servers: Servers, volume_name: str) -> None:
+    group = start_sentinel_group(servers)
+    options = RedisOptions(url=group.url, replicas=1, replica_timeout=10.0, retry_deadline=30.0)
+    acked = 0
+    async with open_volume(volume=volume_name, options=options) as vol:
+        async with await vol.open("/log", "wb") as f:
+            for i in range(BEFORE):
+                await f.write(_record(i))
+                await f.flush()
+                acked += 1
+            old = group.master.port
+            group.master.proc.send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+            while acked < BEFORE + AFTER:
+                await f.write(_record(acked))
+                await f.flush()  # retried through the failover, then WAITs for a replica
+                acked += 1
+            took = time.monotonic() - killed
+            assert master_port(group) != old
+        wait = vol.inodes.replica_wait
+        assert wait is not None and wait.waits >= BEFORE + AFTER and wait.failures == 0
+        stats = retry_stats(vol.inodes.ctx.client)
+        assert stats is not None and stats.total > 0  # the failover was crossed by retrying
+        assert await vol.read_file("/log") == b"".join(_record(i) for i in range(acked))
+    print(f"{AFTER} fsynced appends across the failover took {took:.1f} s")  # noqa: T201
+    async with open_volume(volume=volume_name, options=RedisOptions(url=group.url)) as vol:
+        assert await vol.read_file("/log") == b"".join(_record(i) for i in range(acked))
+        report = await fsck(vol.inodes.ctx.client, volume_name)
+        assert report.ok, str(report)
+    for command in ("status", "fsck"):
+        done = redisfuse(command, "--redis-url", group.url, "--volume", volume_name)
+        assert done.returncode == 0, f"{command}: {done.stderr}"
+
+
+async def test_too_few_replicas_fail_fsync_with_eio_and_one_log_line(
+    redis_server, volume_name: str, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    options = RedisOptions(url=redis_server.url, replicas=1, replica_timeout=0.2)
+    async with open_volume(volume=volume_name, options=options) as vol:
+        f = await vol.open("/f", "wb")
+        await f.write(b"x")
+        with caplog.at_level(logging.WARNING), pytest.raises(FSError) as caught:
+            await f.flush()
+        assert caught.value.errno == errno.EIO
+        assert "reached 0 of 1 replicas within 0.2 s" in caplog.text
+        with pytest.raises(FSError):
+            await f.close()  # close waits too, and reports the same
+        assert await vol.read_file("/f") == b"x"  # the master has it; only the replicas lack it
