@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from .cluster_redis import RedisClusterInfo, start_cluster
+
 #: The port a system-wide redis (e.g. Debian's redis-server package) may own.
 SYSTEM_REDIS_PORT = 6379
 STARTUP_DEADLINE_S = 10.0
@@ -223,3 +225,11 @@ def _collect_garbage() -> Iterator[None]:
     """
     yield
     gc.collect()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterInfo]:
+    """A private 3-master Redis Cluster for the whole session (free ports, temp dirs),
+    stopped at the end; skips with the reason when this Redis cannot run one."""
+    with _RedisFactory(tmp_path_factory) as start:
+        yield start_cluster(start)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from .keys import Keys
+from .keys import SPREAD, Keys
 
 COMMANDS: dict[str, str] = {
     # redis-py on every connection (connect.py turns its CLIENT SETINFO off).
@@ -48,7 +48,6 @@ COMMANDS: dict[str, str] = {
     "zscore": "lua: session liveness",
     "zrange": "sessions",
     "zrangebyscore": "dead sessions, trash past its grace",
-    "zcard": "load: is another session open on the volume",
     "pexpire": "lua: lock renewal",
     "pttl": "lua: locks",
     "setnx": "lua: locks",
@@ -57,6 +56,14 @@ COMMANDS: dict[str, str] = {
     # Change events.
     "publish": "change events to other sessions",
     "subscribe": "this session's change events",
+    "zcard": "load: refuses a volume with other sessions",
+    # Redis Cluster (redis+cluster:// URLs; cluster.py).
+    "cluster": "the slot map (CLUSTER SLOTS), and whether events still reach us",
+    "command": "redis-py's cluster client reads the command table to route commands",
+    "script|exists": "scripts already on every master at open",
+    "spublish": "change events (sharded pub/sub, in the volume's slot)",
+    "ssubscribe": "this session's change events (sharded)",
+    "pubsub": "whether the sharded subscription is still there",
     # Durability.
     "wait": "--replicas: fsync and close wait for replicas",
 }
@@ -76,8 +83,9 @@ def acl_rule(volume: str, user: str, password: str) -> str:
     of an older rule behind; ``resetchannels`` is implied by ``reset``.
     """
     prefix = _glob_escape(Keys(volume).prefix)
+    objects = Keys(volume, SPREAD).object_pattern  # a cluster's objects (keys.py)
     commands = " ".join(f"+{name}" for name in COMMANDS)
     return (
         f"ACL SETUSER {user} reset on >{password} "
-        f"~{prefix}* &{prefix}events &{prefix}events:* -@all {commands}"
+        f"~{prefix}* ~{objects} &{prefix}events &{prefix}events:* -@all {commands}"
     )

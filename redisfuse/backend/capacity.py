@@ -10,7 +10,8 @@ stored compressed, so it is an estimate, as on any compressing filesystem).
 The usage counters are read on every call (one round trip, as before); Redis'
 memory figures and the quotas ride along in that same round trip at most once
 a second, so a ``df`` in a loop neither costs a second round trip nor makes
-Redis compute its INFO each time. Between two readings, the memory used is
+Redis compute its INFO each time. On a cluster the memory figures are those
+of all masters summed, read in a round trip of their own. Between two readings, the memory used is
 moved by what the volume's byte count moved, so a write shows at once.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .cluster import is_cluster, memory_info
 from .context import Context
 from .model import StatFs
 
@@ -94,8 +96,11 @@ class Capacity:
             pipe.hmget(ctx.keys.usage, ["inodes", "bytes"])
             if stale:
                 pipe.hmget(ctx.keys.setting, ["quota_bytes", "quota_inodes"])
-                pipe.info("memory")
+                if not is_cluster(ctx.client):
+                    pipe.info("memory")
             results = await pipe.execute()
+            if stale and is_cluster(ctx.client):
+                results.append(await memory_info(ctx.client))
         bytes_now = _int(results[0][1])
         if stale:
             self._quota, self._memory = results[1], results[2]

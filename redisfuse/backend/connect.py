@@ -21,6 +21,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
 from ..errors import BackendUnavailable
+from .cluster import is_cluster, is_cluster_url, make_cluster_client, set_deadline_retry
 from .counting import CountingRedis
 from .redis_errors import redis_error
 from .transport import SENTINEL_SCHEMES, redact, scheme_of, sentinel_client, tls_kwargs
@@ -137,13 +138,18 @@ FIRST_PING_RETRIES = 2
 """A first PING whose connection broke is sent again this often (not the whole deadline)."""
 
 
-def make_client(options: RedisOptions, retries: int | None = None) -> Redis:
-    """Create (but do not yet connect) a binary-safe client with retries, counting its
-    round trips (counting.py)."""
+def counting_retry(options: RedisOptions, retries: int | None = None) -> CountingRetry:
+    """The retry of a client: by default, for about ``retry_deadline``."""
     # Backoff doubles from 50 ms to a 1 s cap, so the retries span about retry_deadline.
     if retries is None:
         retries = int(options.retry_deadline) + 5 if options.retry_deadline > 0 else 0
-    retry = CountingRetry(ExponentialWithJitterBackoff(base=options.retry_base, cap=1.0), retries)
+    return CountingRetry(ExponentialWithJitterBackoff(base=options.retry_base, cap=1.0), retries)
+
+
+def make_client(options: RedisOptions, retries: int | None = None) -> Redis:
+    """Create (but do not yet connect) a binary-safe client with retries, counting its
+    round trips (counting.py; not yet on a cluster client)."""
+    retry = counting_retry(options, retries)
     common: dict[str, Any] = {
         "decode_responses": False,
         # A WAIT for replicas blocks its connection up to replica_timeout.
@@ -160,6 +166,12 @@ def make_client(options: RedisOptions, retries: int | None = None) -> Redis:
         return sentinel_client(options, common)
     tls = tls_kwargs(options)
     auth: dict[str, Any] = {"username": options.username, "password": options.password}
+    if is_cluster_url(options.url):
+        assert options.url is not None
+        given = {k: v for k, v in auth.items() if v is not None}
+        return make_cluster_client(
+            options.url, retry, options.retry_deadline, {**common, **given, **tls}
+        )
     if options.url:
         return CountingRedis.from_url(options.url, **auth, **common, **tls)
     return CountingRedis(
@@ -183,5 +195,10 @@ async def connect(options: RedisOptions) -> Redis:
     except (RedisError, OSError) as exc:
         await client.aclose()
         raise redis_error(exc, options.address) from exc
+    if is_cluster(client):
+        # Setting up a cluster client (slot map, command table) costs about 0.1 s
+        # of CPU: keep this one, now with the retries of the whole deadline.
+        set_deadline_retry(client, counting_retry(options))
+        return client
     await client.aclose()
     return make_client(options)

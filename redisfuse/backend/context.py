@@ -224,8 +224,9 @@ class Context:
         if not self.peers:
             return
         message = events.encode(self.session, changed, entries)
+        command = events.publish_command(self.client)
         for peer in self.peers:
-            pipe.publish(self.keys.events_for(peer), message)
+            pipe.execute_command(command, self.keys.events_for(peer), message)
 
     def release_keys(self, ino: int, session: int | None = None) -> list[str]:
         """KEYS of release.lua for ``ino`` held by ``session`` (default: this one)."""

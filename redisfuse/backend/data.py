@@ -3,8 +3,13 @@
 Data lives in immutable 64 KiB objects (codec.py) referenced from ``m:INO``.
 Writes gather in a per-inode buffer of whole blocks on this node and are
 committed by one pipeline (the objects' SETs, then the commit script that swaps
-their ids into the map and grows the size). A crash between the SETs and the
-commit leaves unreferenced objects (found by fsck/gc), never a torn file.
+their ids into the map and grows the size, after checking that the objects are
+there). Objects spread over a cluster (keys.py) are in other slots than the
+script's keys: they are stored first, and the commit is sent only once every
+SET has replied OK (a refused or unanswered SET deletes what was stored and
+commits nothing), so a block map never names an object that was not stored.
+A crash between the SETs and the commit leaves unreferenced objects (found by
+fsck/gc), never a torn file.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, cast
 
 import anyio
+from redis.exceptions import RedisError
 
 from ..errors import FSError
 from . import codec
@@ -23,6 +29,7 @@ from .cache import ObjectCache
 from .context import Context, QuickLock, now_ns
 from .lock import Lock
 from .model import attr_from_pairs
+from .objects import Objects
 from .reader import THREAD_THRESHOLD, BlockReader
 
 log = logging.getLogger(__name__)
@@ -121,6 +128,7 @@ class BlockStore:
         self.ctx = ctx
         self.keys = ctx.keys
         self.cache = cache
+        self.objects = Objects(ctx.client, ctx.keys)
         self.bs = ctx.settings.block_size
         self.codec = codec.CODECS.get(ctx.settings.codec, codec.ZLIB)
         self.level = level
@@ -308,25 +316,30 @@ class BlockStore:
         args: list[Any] = [dirty.written_ns or now, now // 1_000_000, end]
         for idx, obj, payload in zip(indexes, ids, payloads, strict=True):
             args += [idx, obj, len(payload)]
+        spread = self.keys.spread
         commit_keys = [
             self.keys.inode(dirty.ino),
             self.keys.blockmap(dirty.ino),
             self.keys.usage,
             self.keys.trash,
             self.keys.setting,
-            *(self.keys.obj(obj) for obj in ids),
+            # The script checks that tagged objects exist; spread ones it cannot see.
+            *(() if spread else (self.keys.obj(obj) for obj in ids)),
         ]
+        if spread:
+            await self._store_spread(ids, encoded)
         with self.ctx.guard():
             pipe = self.ctx.client.pipeline(transaction=False)
-            for obj, blob in zip(ids, encoded, strict=True):
-                pipe.set(self.keys.obj(obj), blob)
-                self.ctx.counters.object_bytes_stored += len(blob)
+            if not spread:
+                self.objects.queue_store(pipe, ids, encoded)
+            self.ctx.counters.object_bytes_stored += sum(len(b) for b in encoded)
             if self.before_commit is not None:
-                await self.ctx.scripts.execute(self.ctx.client, pipe)
+                if not spread:
+                    await self.ctx.scripts.execute(self.ctx.client, pipe)
                 await self.before_commit()
                 pipe = self.ctx.client.pipeline(transaction=False)
             releases = self.ctx.queue_releases(pipe)
-            commit_at = len(pipe.command_stack)
+            commit_at = len(pipe)
             sent = [self.ctx.queue_script(pipe, "commit", commit_keys, args)]
             if then is not None:
                 sent.append(self.ctx.queue_script(pipe, *then))
@@ -361,6 +374,36 @@ class BlockStore:
             return None
         return self.ctx.check(then[0], results[commit_at + 1])
 
+    async def _store_spread(self, ids: list[int], blobs: list[bytes]) -> None:
+        """Store spread objects; return only when every SET replied OK.
+
+        A refused SET (a full master: ENOSPC) or one whose reply never came
+        after the retries deletes the objects of this commit and raises, and the
+        commit is not sent: the buffer is kept for the next flush, with new ids.
+        A SET that redis-py resent after a lost reply stored the same immutable
+        bytes twice, which is harmless.
+        """
+        try:
+            replies = await self.objects.store(ids, blobs)
+            failed = next((r for r in replies if isinstance(r, Exception)), None)
+        except (RedisError, OSError) as exc:
+            failed = exc
+        if failed is None:
+            return
+        await self._drop_uncommitted(ids)
+        raise self.ctx.translate(failed)
+
+    async def _drop_uncommitted(self, ids: list[int]) -> None:
+        """Delete objects no block map names (UNLINK works on a full Redis too); gc
+        deletes them later if even that fails."""
+        if not ids:
+            return
+        try:
+            with self.ctx.guard():
+                await self.objects.delete(ids)
+        except FSError as exc:
+            log.warning("could not delete %d uncommitted objects (gc will): %s", len(ids), exc)
+
     async def _refused(
         self, dirty: DirtyFile, ids: list[int], committed: Any, failed: Exception | None
     ) -> NoReturn:
@@ -372,12 +415,7 @@ class BlockStore:
         pipeline (an object SET refused by a full Redis: ENOSPC) is the reason
         when there is one; else the script's own status is.
         """
-        if ids:
-            try:
-                with self.ctx.guard():
-                    await self.ctx.client.unlink(*(self.keys.obj(i) for i in ids))
-            except FSError as exc:
-                log.warning("could not delete %d uncommitted objects (gc will): %s", len(ids), exc)
+        await self._drop_uncommitted(ids)
         if failed is not None:
             raise self.ctx.translate(failed)
         status = int(committed[0])
@@ -396,7 +434,9 @@ class BlockStore:
         """Delete the objects and block maps of freed inodes, then drop them from ``reclaim``.
 
         Each step is idempotent, so a crash part way leaves work that the next
-        reclaim (from any node, or gc) finishes.
+        reclaim (from any node, or gc) finishes. The objects go first: on a
+        cluster they live on other masters, and the maps that name them must
+        outlive them.
         """
         if not inos:
             return
@@ -405,11 +445,9 @@ class BlockStore:
             for ino in inos:
                 pipe.hvals(self.keys.blockmap(ino))
             maps = await pipe.execute()
-            objs = [self.keys.obj(int(v.split(b":")[0])) for values in maps for v in values]
+            await self.objects.delete([int(v.split(b":")[0]) for values in maps for v in values])
             pipe = self.ctx.client.pipeline(transaction=False)
-            for start in range(0, len(objs), 1000):
-                pipe.unlink(*objs[start : start + 1000])
-            pipe.unlink(*(self.keys.blockmap(ino) for ino in inos))
+            pipe.execute_command("UNLINK", *(self.keys.blockmap(ino) for ino in inos))
             pipe.zrem(self.keys.reclaim, *(str(ino) for ino in inos))
             await pipe.execute()
 
@@ -422,10 +460,9 @@ class BlockStore:
             )
             if not ids:
                 return 0
+            await self.objects.delete([int(i) for i in ids])
             pipe = self.ctx.client.pipeline(transaction=False)
             for start in range(0, len(ids), 1000):
-                chunk = ids[start : start + 1000]
-                pipe.unlink(*(self.keys.obj(int(i)) for i in chunk))
-                pipe.zrem(self.keys.trash, *chunk)
+                pipe.zrem(self.keys.trash, *ids[start : start + 1000])
             await pipe.execute()
         return len(ids)

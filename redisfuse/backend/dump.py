@@ -17,12 +17,13 @@ import logging
 import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from ..errors import FSError
 from . import dumpformat as fmt
 from .context import Context
 from .keys import ROOT_INO
+from .objects import Objects
 from .streams import AsyncWriter, Spool
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class Dumper:
     def __init__(self, ctx: Context, out: AsyncWriter, progress: Progress | None = None) -> None:
         self.ctx = ctx
         self.keys = ctx.keys
+        self.objects = Objects(ctx.client, ctx.keys)
         self.out = out
         self.progress = progress
         self.stats = DumpStats()
@@ -232,10 +234,7 @@ class Dumper:
         if len(wanted) < 2:
             return
         with self.ctx.guard():
-            stored = cast(
-                list[bytes | None],
-                await self.ctx.client.mget([self.keys.obj(obj) for obj in wanted]),
-            )
+            stored = await self.objects.load(wanted)
         self.prefetched = {o: raw for o, raw in zip(wanted, stored, strict=True) if raw is not None}
 
     async def _spool_blocks(self, snap: _Snapshot, spool: Spool) -> int:
@@ -258,10 +257,7 @@ class Dumper:
             stored = [self.prefetched.pop(obj, None) for _, obj, _ in batch]
             if None in stored:
                 with self.ctx.guard():
-                    stored = cast(
-                        list[bytes | None],
-                        await self.ctx.client.mget([self.keys.obj(obj) for _, obj, _ in batch]),
-                    )
+                    stored = await self.objects.load([obj for _, obj, _ in batch])
             records = []
             for (index, _, valid), raw in zip(batch, stored, strict=True):
                 if raw is None:

@@ -13,18 +13,28 @@ followed by records, separated by NUL bytes (names can hold neither NUL nor '/')
 Pub/sub delivers at most once: messages sent while a subscriber is
 disconnected are lost, so after every reconnect the stream yields ``Resync``
 first, and consumers drop everything they cached.
+
+On a Redis Cluster the channels are sharded (SPUBLISH/SSUBSCRIBE): the channel
+names carry the volume's hash tag, so a message goes to the master of the
+volume's slot, in the same per-node pipeline as the script it follows (the
+order above holds), and is not broadcast over the whole cluster. A subscriber
+follows the slot when it moves (the server ends the subscription; we
+subscribe again at the slot's new master and yield ``Resync``).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.exceptions import ConnectionError, RedisError, TimeoutError
+
+from .cluster import is_cluster, node_client, still_subscribed
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +69,14 @@ class Resync:
 Event = InodeChanged | EntryChanged | PeerJoined | Resync
 
 HELLO = b"hello"
+
+RECONNECT_CAP_S = 2.0
+"""Longest wait between two attempts to subscribe again."""
+
+
+def publish_command(client: Redis) -> str:
+    """PUBLISH, or SPUBLISH on a cluster (a channel in the volume's slot)."""
+    return "SPUBLISH" if is_cluster(client) else "PUBLISH"
 
 
 def encode(
@@ -110,47 +128,113 @@ async def listen(
     Announcements of new sessions on ``hello_channel`` come as ``PeerJoined``.
     Runs until cancelled.
     """
-    pubsub = _CountingPubSub(client.connection_pool, ignore_subscribe_messages=True)
+    sharded = is_cluster(client)
     channels = (channel, hello_channel)
-    try:
-        await pubsub.subscribe(*channels)
-        seen_connects = pubsub.connects
-        yield Resync()
-        while True:
+    delay = 0.05
+    while True:
+        # On a cluster: a plain client to the master of the volume's slot, found
+        # afresh after the slot moved or its master failed.
+        own = await node_client(client, channel, refresh=delay > 0.05) if sharded else None
+        pubsub = _CountingPubSub((own or client).connection_pool)
+        if own is not None:
+            where = own.connection_pool.connection_kwargs
+            log.debug("change events: subscribing at %s:%s", where.get("host"), where.get("port"))
+        try:
             try:
-                message = await pubsub.get_message(timeout=1.0)
-            except (ConnectionError, TimeoutError, OSError) as exc:
-                log.warning("change events interrupted (%s); reconnecting", exc)
-                await _resubscribe(pubsub, channels)
-                message = None
-            if pubsub.connects != seen_connects:
-                seen_connects = pubsub.connects
-                yield Resync()
-            if message is None or message.get("type") != "message":
+                await _subscribe(pubsub, channels, sharded)
+            except (RedisError, OSError) as exc:
+                if not sharded:
+                    raise
+                log.warning("change events: cannot subscribe (%s); trying again", exc)
+                await _sleep(delay)
+                delay = min(delay * 2, RECONNECT_CAP_S)
                 continue
-            if message["data"].startswith(HELLO):
-                sid = int(message["data"][len(HELLO) :] or 0)
-                if sid != own_session:
-                    yield PeerJoined(sid)
-                continue
-            sid, events = decode(message["data"])
-            if sid == own_session:
-                continue
-            for event in events:
+
+            serves = functools.partial(still_subscribed, own, client, channel) if own else None
+            async for event in _read(pubsub, channels, own_session, serves):
+                delay = 0.05
                 yield event
-    finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+            delay = 0.1  # the stream ended: the slot moved; re-read the slot map
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            if own is not None:
+                await own.aclose()
+
+
+async def _read(
+    pubsub: _CountingPubSub,
+    channels: tuple[str, ...],
+    own_session: int,
+    serves: Callable[[], Awaitable[bool]] | None,
+) -> AsyncIterator[Event]:
+    """The events of one subscription; ends when a cluster ends it (slot moved, node gone).
+
+    ``serves`` (on a cluster) is asked once a quiet second whether the master
+    still serves the volume's slot and holds our subscription: one made while
+    the slot was moving can end without a word.
+    """
+    sharded = serves is not None
+    seen_connects = pubsub.connects
+    yield Resync()
+    while True:
+        try:
+            message = await pubsub.get_message(timeout=1.0)
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            log.warning("change events interrupted (%s); reconnecting", exc)
+            if sharded:
+                return
+            await _resubscribe(pubsub, channels)
+            message = None
+        if pubsub.connects != seen_connects:
+            seen_connects = pubsub.connects
+            yield Resync()
+        if message is None:
+            if serves is not None:
+                try:
+                    if not await serves():
+                        log.info("change events: the volume's slot moved; following it")
+                        return
+                except (RedisError, OSError):
+                    return
+            continue
+        kind = message.get("type")
+        if kind == "sunsubscribe":
+            log.info("change events: the volume's slot moved; following it")
+            return
+        if kind not in ("message", "smessage"):
+            continue
+        if message["data"].startswith(HELLO):
+            sid = int(message["data"][len(HELLO) :] or 0)
+            if sid != own_session:
+                yield PeerJoined(sid)
+            continue
+        sid, events = decode(message["data"])
+        if sid == own_session:
+            continue
+        for event in events:
+            yield event
+
+
+async def _subscribe(pubsub: PubSub, channels: tuple[str, ...], sharded: bool) -> None:
+    if sharded:
+        await pubsub.ssubscribe(*channels)
+    else:
+        await pubsub.subscribe(*channels)
+
+
+async def _sleep(seconds: float) -> None:
+    import anyio
+
+    await anyio.sleep(seconds)
 
 
 async def _resubscribe(pubsub: PubSub, channels: tuple[str, ...]) -> None:
     """Reconnect with capped backoff until the subscription is back."""
-    import anyio
-
     delay = 0.05
     while True:
         try:
             await pubsub.subscribe(*channels)
             return
         except (ConnectionError, TimeoutError, OSError):
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            await _sleep(delay)
+            delay = min(delay * 2, RECONNECT_CAP_S)

@@ -1,6 +1,7 @@
 """Checks a volume's invariants, reports every violation, and repairs them on request.
 
-Walks every inode, entry, block map and object with SCAN and compares what it
+Walks every inode, entry, block map and object with SCAN (on every master of a
+cluster, where objects are spread; objects.py) and compares what it
 finds with the invariants listed in keys.py. Objects in ``trash`` and inodes in
 ``reclaim`` are pending deletion, not findings. Unreferenced objects (written by
 a client that died before committing its block map) are ``leaked_objects``.
@@ -25,7 +26,8 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from .keys import ROOT_INO, Keys
+from .keys import ROOT_INO, TAGGED, Keys
+from .objects import Objects
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,7 @@ class _Checker:
         self.client = client
         self.progress = progress
         self.keys = keys
+        self.objects = Objects(client, keys)
         self.repair = repair
         self.min_idle = min_idle
         self.report = FsckReport()
@@ -280,40 +283,35 @@ class _Checker:
         return valid_sum - lost
 
     async def _existing(self, objs: list[int]) -> set[int]:
-        if not objs:
-            return set()
-        pipe = self.client.pipeline(transaction=False)
-        for obj in objs:
-            pipe.exists(self.keys.obj(obj))
-        return {obj for obj, there in zip(objs, await pipe.execute(), strict=True) if there}
+        return await self.objects.existing(objs)
 
     async def _free(self, ino: int, fields: dict[bytes, bytes]) -> None:
         keys = self.keys
         pipe = self.client.pipeline(transaction=True)
-        pipe.delete(keys.inode(ino), keys.dirents(ino), keys.xattrs(ino), keys.symlink(ino))
+        # execute_command: a cluster pipeline runs delete() as a coroutine of its own.
+        pipe.execute_command(
+            "DEL", keys.inode(ino), keys.dirents(ino), keys.xattrs(ino), keys.symlink(ino)
+        )
         pipe.zrem(keys.orphans, str(ino))
         pipe.zadd(keys.reclaim, {str(ino): 0})
         await pipe.execute()
         self.fixed(f"freed unreachable inode {ino} ({fields.get(b'bytes', b'0').decode()} bytes)")
 
     async def _check_objects(self, referenced: set[int], trash: set[int]) -> None:
-        objects = await _scan_ids(self.client, self.keys, "o")
+        objects = await self.objects.scan_ids()
         self.report.objects = len(objects)
         leaked = sorted(set(objects) - referenced - trash)
         self.report.leaked_objects = leaked
         if not (self.repair and leaked):
             return
-        pipe = self.client.pipeline(transaction=False)
-        for obj in leaked:
-            pipe.object("idletime", self.keys.obj(obj))
-        idle = await pipe.execute()
+        idle = await self.objects.idle_seconds(leaked)
         old = [
             obj
             for obj, seconds in zip(leaked, idle, strict=True)
             if seconds is not None and seconds >= self.min_idle
         ]
         if old:
-            await self.client.unlink(*(self.keys.obj(o) for o in old))
+            await self.objects.delete(old)
             self.fixed(f"deleted {len(old)} leaked objects")
 
     async def _check_usage(self, live: dict[int, int]) -> None:
@@ -343,4 +341,7 @@ async def fsck(
 
     ``progress`` is called as each inode's check ends (for a CLI progress bar).
     """
-    return await _Checker(client, Keys(volume), repair, min_idle, progress).run()
+    keys = Keys(volume)
+    layout = cast(bytes | None, await client.hget(keys.setting, "objects"))
+    keys = keys.with_layout(layout.decode() if layout else TAGGED)
+    return await _Checker(client, keys, repair, min_idle, progress).run()

@@ -1,16 +1,23 @@
 """The keyspace of a volume: the one place that formats Redis key names.
 
-Every key of volume ``VOL`` starts with ``rf:{VOL}:``; the ``{VOL}`` hash tag
-puts all of them in one Redis Cluster slot, so any set of them can change in
-one Lua script. Nothing is keyed by path. Numbers are decimal ASCII; times are
+Every metadata key of volume ``VOL`` starts with ``rf:{VOL}:``; the ``{VOL}``
+hash tag puts all of them in one Redis Cluster slot, so any set of them can
+change in one Lua script. Nothing is keyed by path. The block objects have one
+of two layouts, fixed when the volume is formatted (``setting.objects``):
+``tagged`` (formatted on a single server, and every volume older than the
+field): ``rf:{VOL}:o:OBJ``, in the volume's slot; ``spread`` (formatted on a
+Redis Cluster): ``rf:VOL:o:{OBJ}``, hash-tagged by the object id, so that the
+data is spread over every slot and every master. Scripts never see spread
+objects (they live in other slots); see data.py and objects.py for how the
+guarantees that need them are kept without a script. Numbers are decimal ASCII; times are
 integer nanoseconds since the epoch, kept as strings inside Lua (doubles there
 would lose precision).
 
 Keys (type: what it holds, and its invariants):
 
 ``setting`` (hash)
-    ``format``, ``block_size``, ``codec``, ``created``, ``uuid``; written once
-    by format.
+    ``format``, ``block_size``, ``codec``, ``created``, ``uuid``, and
+    ``objects`` (``spread``; absent means ``tagged``); written once by format.
 ``counter:ino``, ``counter:obj``, ``counter:sess`` (strings)
     Highest inode / object / session id handed out (INCRBY reserves ranges);
     the root directory is inode 1.
@@ -32,8 +39,11 @@ Keys (type: what it holds, and its invariants):
 ``m:INO`` (hash)
     Block map: block index -> ``"OBJ:VALID"``; bytes of the block past VALID
     read as zeros. Never points at a deleted object.
-``o:OBJ`` (string)
-    An immutable block object: 1 codec byte + payload (see codec.py).
+``o:OBJ`` (string; ``rf:VOL:o:{OBJ}`` in the spread layout)
+    An immutable block object: 1 codec byte + payload (see codec.py). Written
+    once before any block map names it (the commit checks that it was stored:
+    in the script for tagged objects, from the SET replies for spread ones),
+    deleted only when no block map names it any more (trash, reclaim).
 ``usage`` (hash)
     ``inodes`` (live inodes) and ``bytes`` (sum of all ``i:INO.bytes``),
     changed by blind HINCRBY only.
@@ -64,7 +74,8 @@ Keys (type: what it holds, and its invariants):
     ``i:INO`` for the inode locks the data path takes, ``user:INO`` for locks
     library users take on a path.
 channel ``events:SID`` (pub/sub)
-    Change notifications for session SID (see events.py).
+    Change notifications for session SID (see events.py); sharded pub/sub
+    (SPUBLISH, in the volume's slot) on a cluster.
 channel ``events`` (pub/sub)
     Announcements of new sessions.
 """
@@ -80,19 +91,44 @@ SessionId = NewType("SessionId", int)
 ROOT_INO = Ino(1)
 
 
+TAGGED = "tagged"
+"""Object layout: objects in the volume's slot (single servers, and older volumes)."""
+
+SPREAD = "spread"
+"""Object layout: each object hash-tagged by its id, spread over the cluster's slots."""
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by a SCAN pattern."""
+    return "".join("\\" + c if c in "*?[]\\{}" else c for c in text)
+
+
 class Keys:
     """Builds the key names of one volume; the only formatter of key names."""
 
-    __slots__ = ("prefix", "volume")
+    __slots__ = ("_obj_prefix", "layout", "prefix", "volume")
 
-    def __init__(self, volume: str) -> None:
+    def __init__(self, volume: str, layout: str = TAGGED) -> None:
         if not volume or any(c in volume for c in "{}:") or not volume.isprintable():
             raise ValueError(f"invalid volume name {volume!r}: use printable text without {{ }} :")
+        if layout not in (TAGGED, SPREAD):
+            raise ValueError(f"unknown object layout {layout!r}")
         self.volume = volume
+        self.layout = layout
         self.prefix = f"rf:{{{volume}}}:"
+        self._obj_prefix = f"{self.prefix}o:" if layout == TAGGED else f"rf:{volume}:o:"
 
     def __repr__(self) -> str:
-        return f"<Keys {self.prefix!r}>"
+        return f"<Keys {self.prefix!r} objects={self.layout}>"
+
+    @property
+    def spread(self) -> bool:
+        """Whether objects live outside the volume's slot (scripts cannot see them)."""
+        return self.layout == SPREAD
+
+    def with_layout(self, layout: str) -> Keys:
+        """The same volume's keys with the object layout its ``setting`` records."""
+        return Keys(self.volume, layout)
 
     def owns(self, key: str) -> bool:
         """Whether ``key`` belongs to this volume (carries its hash tag)."""
@@ -154,7 +190,21 @@ class Keys:
         return f"{self.prefix}m:{ino}"
 
     def obj(self, obj: int) -> str:
-        return f"{self.prefix}o:{obj}"
+        if self.layout == SPREAD:
+            return f"{self._obj_prefix}{{{obj}}}"
+        return f"{self._obj_prefix}{obj}"
+
+    @property
+    def object_pattern(self) -> str:
+        """SCAN pattern for every object of the volume (in either layout)."""
+        return _glob_escape(self._obj_prefix) + "*"
+
+    def object_id(self, key: bytes | str) -> int:
+        """The object id of an object key (ValueError when it is not one)."""
+        text = key.decode() if isinstance(key, bytes) else key
+        if not text.startswith(self._obj_prefix):
+            raise ValueError(f"not an object key of volume {self.volume!r}: {text!r}")
+        return int(text[len(self._obj_prefix) :].strip("{}"))
 
     def lock(self, name: str) -> str:
         return f"{self.prefix}lock:{name}"

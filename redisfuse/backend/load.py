@@ -27,6 +27,7 @@ from .context import Context
 from .dump import OBJECT_BATCH, Progress
 from .dumpformat import DumpFormatError
 from .keys import ROOT_INO
+from .objects import Objects
 from .streams import AsyncReader
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class Loader:
     ) -> None:
         self.ctx = ctx
         self.keys = ctx.keys
+        self.objects = Objects(ctx.client, ctx.keys)
         self.src = src
         self.block_size = block_size
         self.progress = progress
@@ -308,8 +310,7 @@ class Loader:
         ids = await self.ctx.object_ids.take(len(batch))
         total = sum(valid for _, valid, _ in batch)
         pipe = self._pipe()
-        for obj, (_, _, stored) in zip(ids, batch, strict=True):
-            pipe.set(keys.obj(obj), stored)
+        self.objects.queue_store(pipe, ids, [stored for _, _, stored in batch])
         mapping = {
             str(index): f"{obj}:{valid}" for obj, (index, valid, _) in zip(ids, batch, strict=True)
         }

@@ -22,6 +22,10 @@ XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.", b"system.")
 
 FORMAT_VERSION = 1
 
+SPREAD_FORMAT_VERSION = 2
+"""The format of volumes whose objects are spread over a cluster's slots (keys.py):
+an older RedisFUSE, which knows only format 1, refuses them instead of misreading them."""
+
 
 @dataclass(frozen=True, slots=True)
 class Attr:
@@ -99,6 +103,8 @@ class Settings:
     codec: str
     created_ns: int
     uuid: str
+    objects: str = "tagged"
+    """Object key layout (keys.TAGGED or keys.SPREAD)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from ..errors import FSError
 from . import codec
 from .cache import ObjectCache
 from .context import Context
+from .objects import Objects
 
 if TYPE_CHECKING:
     from .data import DirtyFile
@@ -54,6 +55,7 @@ class BlockReader:
         self.ctx = ctx
         self.keys = ctx.keys
         self.cache = cache
+        self.objects = Objects(ctx.client, ctx.keys)
         self.bs = ctx.settings.block_size
         self._read_ends: dict[int, int] = {}
         """Where the last read of each inode ended: a read starting there is sequential."""
@@ -126,7 +128,7 @@ class BlockReader:
 
     async def _get_objects(self, ids: list[int]) -> dict[int, bytes]:
         with self.ctx.guard():
-            stored = cast(list[bytes], await self.ctx.client.mget([self.keys.obj(i) for i in ids]))
+            stored = cast(list[bytes], await self.objects.load(ids))
         for obj, raw in zip(ids, stored, strict=True):
             if raw is None:
                 log.error("object %d missing in volume %s", obj, self.keys.volume)

@@ -25,6 +25,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
 from ..errors import FSError, error_for
+from .cluster import is_cluster, load_scripts
 
 SCRIPT_NAMES = (
     "format",
@@ -104,7 +105,11 @@ class Scripts:
         self.shas = {n: hashlib.sha1(s.encode()).hexdigest() for n, s in self.sources.items()}
 
     async def load(self, client: Redis) -> None:
-        """Load every script into Redis (after connect, and after NOSCRIPT)."""
+        """Load every script into Redis (after connect, and after NOSCRIPT); on a
+        cluster into every master."""
+        if is_cluster(client):
+            await load_scripts(client, {self.shas[n]: src for n, src in self.sources.items()})
+            return
         pipe = client.pipeline(transaction=False)
         for source in self.sources.values():
             pipe.script_load(source)
@@ -124,7 +129,9 @@ class Scripts:
 
     def queue(self, pipe: Pipeline, name: str, keys: list[str], args: list[Any]) -> None:
         """Queue a script call on a pipeline; check its result with :func:`check`."""
-        pipe.evalsha(self.shas[name], len(keys), *keys, *args)
+        # execute_command: redis-py's cluster pipeline blocks its evalsha() method,
+        # though it routes EVALSHA by the script's keys like any keyed command.
+        pipe.execute_command("EVALSHA", self.shas[name], len(keys), *keys, *args)
 
     async def execute(
         self, client: Redis, pipe: Pipeline, *, raise_on_error: bool = True
@@ -134,12 +141,13 @@ class Scripts:
         With ``raise_on_error`` the first failed command's error is raised;
         without it, failed commands appear as exceptions among the results.
         """
-        commands = list(pipe.command_stack)
+        commands = _queued(pipe)
         results: list[Any] = await pipe.execute(raise_on_error=False)
         if any(isinstance(r, NoScriptError) for r in results):
             await self.load(client)
             again = client.pipeline(transaction=False)
-            again.command_stack = commands
+            for args, options in commands:
+                again.execute_command(*args, **options)
             results = await again.execute(raise_on_error=False)
         if not raise_on_error:
             return results
@@ -147,6 +155,14 @@ class Scripts:
             if isinstance(r, Exception):
                 raise r
         return results
+
+
+def _queued(pipe: Pipeline) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """The commands queued on a pipeline (plain or cluster), to send them again."""
+    if is_cluster(getattr(pipe, "cluster_client", None)):
+        queue = pipe._execution_strategy._command_queue  # type: ignore[attr-defined]
+        return [(tuple(c.args), dict(c.kwargs)) for c in queue]
+    return [(tuple(args), dict(options)) for args, options in pipe.command_stack]
 
 
 def check(name: str, result: list[Any]) -> list[Any]:

@@ -21,7 +21,7 @@ from typing import cast
 from .. import __version__
 from .connect import retry_stats
 from .context import Context, now_ns
-from .events import HELLO
+from .events import HELLO, publish_command
 from .keys import SessionId
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,11 @@ class Sessions:
     async def announce(self) -> None:
         """Tell the live sessions that this one exists (they send it their changes)."""
         with self.ctx.guard():
-            await self.ctx.client.publish(self.keys.events, HELLO + str(self.ctx.session).encode())
+            await self.ctx.client.execute_command(  # type: ignore[no-untyped-call]
+                publish_command(self.ctx.client),
+                self.keys.events,
+                HELLO + str(self.ctx.session).encode(),
+            )
 
     async def refresh_peers(self) -> None:
         """Re-read which other sessions are alive: they are sent this node's change events."""
@@ -175,7 +179,9 @@ class Sessions:
                 freed.append(ino)
         with self.ctx.guard():
             pipe = self.ctx.client.pipeline(transaction=True)
-            pipe.delete(self.keys.session(sid), open_key, self.keys.requests(sid))
+            pipe.execute_command(  # a cluster pipeline runs delete() at once
+                "DEL", self.keys.session(sid), open_key, self.keys.requests(sid)
+            )
             pipe.zrem(self.keys.sessions, str(sid))
             await pipe.execute()
         log.log(

@@ -29,17 +29,19 @@ from ..errors import BackendUnavailable, FormatError, FSError, ReadOnly
 from . import events
 from .cache import ObjectCache
 from .capacity import Capacity
+from .cluster import is_cluster
 from .connect import RedisOptions, connect, retry_stats
 from .context import Context, now_ns
 from .data import BlockStore, DirtyFile
 from .events import Event
-from .keys import ROOT_INO, Keys
+from .keys import ROOT_INO, SPREAD, TAGGED, Keys
 from .lock import Lock
 from .model import (
     BLOCK_SIZE,
     FORMAT_VERSION,
     MAX_FILE_SIZE,
     MAX_NAME,
+    SPREAD_FORMAT_VERSION,
     Attr,
     DirEntry,
     SetAttr,
@@ -106,7 +108,12 @@ async def _check_server(client: Redis, address: str) -> None:
 
 
 async def _load_settings(client: Redis, keys: Keys, codec: str, read_only: bool) -> Settings:
-    """Read the volume's settings, formatting the volume first if it is empty."""
+    """Read the volume's settings, formatting the volume first if it is empty.
+
+    A volume formatted through a cluster client spreads its objects over the
+    cluster (format 2, ``objects`` spread); one formatted on a single server
+    keeps them in its slot (format 1), as every volume did before clusters.
+    """
     scripts = Scripts()
     await scripts.load(client)
     fields = cast(dict[bytes, bytes], await client.hgetall(keys.setting))
@@ -116,8 +123,9 @@ async def _load_settings(client: Redis, keys: Keys, codec: str, read_only: bool)
         )
     if not fields:
         now = now_ns()
+        spread = is_cluster(client)
         args = [
-            FORMAT_VERSION,
+            SPREAD_FORMAT_VERSION if spread else FORMAT_VERSION,
             BLOCK_SIZE,
             codec,
             now,
@@ -125,6 +133,7 @@ async def _load_settings(client: Redis, keys: Keys, codec: str, read_only: bool)
             stat.S_IFDIR | 0o755,
             os.getuid(),
             os.getgid(),
+            SPREAD if spread else TAGGED,
         ]
         keys_ = [keys.setting, keys.inode(ROOT_INO), keys.usage, keys.counter_ino]
         formatted = await scripts.call(client, "format", keys_, args)
@@ -132,10 +141,12 @@ async def _load_settings(client: Redis, keys: Keys, codec: str, read_only: bool)
             log.info("formatted new volume %r", keys.volume)
         fields = cast(dict[bytes, bytes], await client.hgetall(keys.setting))
     version = int(fields.get(b"format", b"0"))
-    if version != FORMAT_VERSION:
+    objects = fields.get(b"objects", TAGGED.encode()).decode()
+    if (version, objects) not in ((FORMAT_VERSION, TAGGED), (SPREAD_FORMAT_VERSION, SPREAD)):
         raise FormatError(
-            f"volume {keys.volume!r} has format version {version}; this RedisFUSE "
-            f"{__version__} reads only format {FORMAT_VERSION}"
+            f"volume {keys.volume!r} has format version {version} (objects {objects}); "
+            f"this RedisFUSE {__version__} reads only format {FORMAT_VERSION} "
+            f"(and {SPREAD_FORMAT_VERSION}, objects spread over a cluster)"
         )
     return Settings(
         format_version=version,
@@ -143,6 +154,7 @@ async def _load_settings(client: Redis, keys: Keys, codec: str, read_only: bool)
         codec=fields[b"codec"].decode(),
         created_ns=int(fields[b"created"]),
         uuid=fields[b"uuid"].decode(),
+        objects=objects,
     )
 
 
@@ -729,6 +741,7 @@ async def open_volume(
         except RedisError as exc:
             # Full, a read-only replica, a command renamed or denied: one clear error.
             raise redis_error(exc, opts.address) from exc
+        keys = keys.with_layout(settings.objects)
         ctx = Context(client, keys, Scripts(), settings, opts.address)
         inodes = Inodes(
             ctx,

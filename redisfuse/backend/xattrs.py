@@ -54,7 +54,7 @@ class Xattrs:
     async def list(self, ino: int) -> list[bytes]:
         with self.ctx.guard():
             pipe = self.ctx.client.pipeline(transaction=False)
-            pipe.exists(self.keys.inode(ino))
+            pipe.execute_command("EXISTS", self.keys.inode(ino))  # see objects.py
             pipe.hkeys(self.keys.xattrs(ino))
             exists, names = await pipe.execute()
         if not exists:

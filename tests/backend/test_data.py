@@ -22,6 +22,26 @@ from redisfuse.backend.fsck import fsck
 from redisfuse.backend.keys import Keys
 from redisfuse.backend.model import BLOCK_SIZE, MAX_FILE_SIZE
 
+ALSO_ON_CLUSTER = {
+    "test_small_file_round_trip",
+    "test_exactly_one_block_round_trip",
+    "test_multi_block_round_trip",
+    "test_multi_block_file_reads_back_through_another_client",
+    "test_unaligned_write_round_trip",
+    "test_partial_overwrite_inside_a_block",
+    "test_partial_overwrite_across_a_block_boundary",
+    "test_writes_crossing_the_write_buffer_limit_round_trip",
+    "test_buffered_write_is_visible_before_flush_on_the_same_client",
+    "test_data_at_one_tib_reads_back",
+    "test_sparse_file_stores_only_written_blocks",
+    "test_truncate_down_mid_block_then_extend_reads_zeros",
+    "test_truncate_to_zero_empties_the_block_map",
+    "test_open_wb_replaces_the_contents",
+    "test_unlinked_open_file_stays_readable_through_the_handle",
+}
+"""The core cases, also run on the test cluster (conftest.py); the others read
+object keys through the single-server layout or need a single server."""
+
 BS = BLOCK_SIZE
 TIB = 1 << 40
 

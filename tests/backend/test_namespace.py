@@ -18,6 +18,23 @@ from redisfuse.backend import (
     Volume,
 )
 
+ALSO_ON_CLUSTER = {
+    "test_create_lookup_getattr",
+    "test_create_existing_name_is_eexist",
+    "test_mkdir_updates_nlink_and_parent_times",
+    "test_symlink_and_readlink",
+    "test_hard_links_share_the_inode",
+    "test_unlink_and_rmdir_errnos",
+    "test_rename_plain_and_across_directories",
+    "test_rename_replaces_file_and_frees_it",
+    "test_rename_exchange_directories_across_parents",
+    "test_readdir_offsets_are_stable_across_changes",
+    "test_setattr_mode_owner_times",
+    "test_statfs_counts_inodes",
+    "test_path_lock_excludes_other_clients",
+}
+"""The core cases, also run on the test cluster (conftest.py)."""
+
 UID, GID = os.getuid(), os.getgid()
 
 

@@ -48,6 +48,13 @@ from redisfuse.backend.fsck import fsck
 from tests.caching import caching
 
 ROUNDS = 30
+ALSO_ON_CLUSTER = {
+    "test_exclusive_create_has_one_winner",
+    "test_rename_of_one_source_has_one_winner",
+}
+"""Also run on the test cluster (conftest.py): with caches on, the change events
+(sharded pub/sub there) must arrive."""
+
 SETTLE_S = 5.0
 UID, GID = os.getuid(), os.getgid()
 

@@ -28,7 +28,12 @@ from .cli import redisfuse
 
 #: redis-py methods the backend calls that send no command, or another name.
 NOT_COMMANDS = {"aclose", "pipeline", "execute", "get_retry", "get_message", "execute_command"}
-RENAMED = {"scan_iter": "scan", "script_load": "script|load", "delete": "del"}
+RENAMED = {
+    "scan_iter": "scan",
+    "script_load": "script|load",
+    "script_exists": "script|exists",
+    "delete": "del",
+}
 _CALL = re.compile(r"\b(?:client|pipe|again|pubsub)\.(\w+)\(\s*(\"\w+\")?")
 _RAW = re.compile(r"execute_command\(\s*\"(\w+)\"")
 _LUA = re.compile(r"redis\.p?call\(\s*['\"](\w+)")
@@ -72,7 +77,7 @@ def test_the_acl_command_prints_one_pasteable_line() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("\n") == 1
     assert done.stdout.startswith(r"ACL SETUSER fs1 reset on >pw1 ~rf:{vol\*1}:* ")
-    assert r"&rf:{vol\*1}:events &rf:{vol\*1}:events:* -@all +ping " in done.stdout
+    assert r"~rf:vol\*1:o:* &rf:{vol\*1}:events &rf:{vol\*1}:events:* -@all +ping " in done.stdout
 
 
 def create_volume_user(url: str, volume: str, user: str, password: str) -> None:

@@ -7,6 +7,7 @@ the mount process died.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,9 +30,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="module")
 def mount(redis_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mount]:  # type: ignore[no-untyped-def]
     """A mount of a fresh volume, shared by the tests of one module."""
+    with module_mount(redis_server.url, tmp_path_factory) as m:
+        yield m
+
+
+@contextlib.contextmanager
+def module_mount(url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mount]:
+    """Mount a fresh volume on the Redis at ``url``; unmount (failing on a bad exit) after."""
     base = tmp_path_factory.mktemp("mount")
     volume = f"m-{secrets.token_hex(6)}"
-    m = start_mount(base / "mnt", redis_server.url, volume, base / "mount.log")
+    m = start_mount(base / "mnt", url, volume, base / "mount.log")
     try:
         yield m
     finally:

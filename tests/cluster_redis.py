@@ -1,0 +1,113 @@
+"""A real 3-master Redis Cluster for the tests: started once, torn down always.
+
+Shortcuts: no replicas (``--cluster-replicas 0``), so a failover cannot be
+tested here; nodes keep nothing on disk; ``redis-cli --cluster`` creates the
+cluster and moves slots, exactly as the README tells users to.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+MASTERS = 3
+READY_DEADLINE_S = 20.0
+MIN_VERSION = (7, 0)
+"""Sharded pub/sub (the volume's change events on a cluster) came with Redis 7."""
+
+
+@dataclass(frozen=True, slots=True)
+class RedisClusterInfo:
+    """Where the test cluster's masters listen."""
+
+    ports: tuple[int, ...]
+    host: str = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"{self.host}:{p}" for p in self.ports)
+
+    @property
+    def nodes(self) -> list[str]:
+        return [f"{self.host}:{p}" for p in self.ports]
+
+    def cli(self, *args: str, timeout: float = 60.0) -> str:
+        """Run ``redis-cli`` (``--cluster ...`` or a command on the first node)."""
+        done = subprocess.run(
+            ["redis-cli", *args], capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if done.returncode != 0 or "ERR" in done.stdout.splitlines()[-1:]:
+            raise RuntimeError(f"redis-cli {' '.join(args)}: {done.stdout}\n{done.stderr}")
+        return done.stdout
+
+    def node_cli(self, port: int, *args: str) -> str:
+        return self.cli("-h", self.host, "-p", str(port), *args)
+
+    def node_id(self, port: int) -> str:
+        return self.node_cli(port, "cluster", "myid").strip()
+
+    def move_slot(self, slot: int, source: int, target: int) -> None:
+        """Move one slot and its keys between masters, the way redis-cli reshard does."""
+        src, dst = self.node_id(source), self.node_id(target)
+        self.node_cli(target, "cluster", "setslot", str(slot), "importing", src)
+        self.node_cli(source, "cluster", "setslot", str(slot), "migrating", dst)
+        while keys := self.node_cli(source, "cluster", "getkeysinslot", str(slot), "100").split():
+            self.node_cli(source, "migrate", self.host, str(target), "", "0", "5000", "KEYS", *keys)
+        for port in self.ports:
+            self.node_cli(port, "cluster", "setslot", str(slot), "node", dst)
+
+
+def cluster_missing_reason() -> str | None:
+    """Why a test cluster cannot be started here, or None."""
+    for program in ("redis-server", "redis-cli"):
+        if shutil.which(program) is None:
+            return f"{program} not found on PATH (run scripts/setup)"
+    out = subprocess.run(
+        ["redis-server", "--version"], capture_output=True, text=True, check=False
+    ).stdout
+    found = re.search(r"v=(\d+)\.(\d+)", out)
+    if found is None or (int(found[1]), int(found[2])) < MIN_VERSION:
+        return f"redis-server {out.strip()!r} is older than 7.0 (no sharded pub/sub)"
+    return None
+
+
+def node_args(bus_port: int) -> list[str]:
+    """redis-server arguments of a cluster node; the bus port is given because
+    the default (port + 10000) is out of range for high free ports."""
+    return ["--cluster-enabled", "yes", "--cluster-node-timeout", "3000",
+            "--cluster-port", str(bus_port)]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_cluster(start_server: Callable[..., object]) -> RedisClusterInfo:
+    """Start MASTERS cluster-enabled servers with ``start_server`` (the suite's
+    factory, which stops them) and join them into one cluster."""
+    reason = cluster_missing_reason()
+    if reason:
+        pytest.skip(reason)
+    ports = tuple(int(start_server(*node_args(free_port())).port) for _ in range(MASTERS))
+    cluster = RedisClusterInfo(ports)
+    cluster.cli("--cluster", "create", *cluster.nodes, "--cluster-replicas", "0", "--cluster-yes")
+    deadline = time.monotonic() + READY_DEADLINE_S
+    while True:
+        states = [cluster.node_cli(p, "cluster", "info") for p in ports]
+        if all("cluster_state:ok" in s for s in states):
+            check = cluster.cli("--cluster", "check", cluster.nodes[0])
+            if "[OK] All 16384 slots covered" in check and "[WARNING]" not in check:
+                return cluster
+        if time.monotonic() > deadline:
+            pytest.fail(f"the test cluster did not become ready: {states}", pytrace=False)
+        time.sleep(0.1)
