@@ -1,14 +1,19 @@
 """A real 3-master Redis Cluster for the tests: started once, torn down always.
 
-Shortcuts: no replicas (``--cluster-replicas 0``), so a failover cannot be
-tested here; nodes keep nothing on disk; ``redis-cli --cluster`` creates the
-cluster and moves slots, exactly as the README tells users to.
+The session's cluster has no replicas (``--cluster-replicas 0``); a test of
+a master failover starts its own with ``start_cluster(..., replicas=1)``
+(a replica per master, a short ``cluster-node-timeout``) and SIGKILLs a
+master with :meth:`RedisClusterInfo.kill`. Shortcuts: nodes keep nothing on
+disk; ``redis-cli --cluster`` creates the cluster and moves slots, exactly
+as the README tells users to.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -16,8 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+from redis.crc import key_slot
 
 MASTERS = 3
+NODE_TIMEOUT_MS = 3000
+"""How long a silent node takes to be flagged failing (a replica then starts an election)."""
 READY_DEADLINE_S = 20.0
 MIN_VERSION = (7, 0)
 """Sharded pub/sub (the volume's change events on a cluster) came with Redis 7."""
@@ -25,7 +33,7 @@ MIN_VERSION = (7, 0)
 
 @dataclass(frozen=True, slots=True)
 class RedisClusterInfo:
-    """Where the test cluster's masters listen."""
+    """Where the test cluster's nodes listen (its masters, and replicas if it has any)."""
 
     ports: tuple[int, ...]
     host: str = "127.0.0.1"
@@ -53,6 +61,37 @@ class RedisClusterInfo:
     def node_id(self, port: int) -> str:
         return self.node_cli(port, "cluster", "myid").strip()
 
+    def masters(self) -> dict[int, list[range]]:
+        """The live masters serving slots now: port -> slot ranges (from a live node)."""
+        for port in self.ports:
+            try:
+                table = self.node_cli(port, "cluster", "nodes")
+            except (RuntimeError, subprocess.TimeoutExpired):
+                continue
+            if "master" not in table:
+                continue  # a killed node: redis-cli prints its error, and may exit 0
+            found: dict[int, list[range]] = {}
+            for line in table.splitlines():
+                fields = line.split()
+                flags = fields[2].split(",")
+                if "master" in flags and "fail" not in flags and len(fields) > 8:
+                    slots = [s.split("-") for s in fields[8:] if not s.startswith("[")]
+                    port_of = int(fields[1].split("@")[0].rpartition(":")[2])
+                    found[port_of] = [range(int(s[0]), int(s[-1]) + 1) for s in slots]
+            return found
+        raise AssertionError("no cluster node answered")
+
+    def master_of(self, key: str) -> int:
+        """The port of the master serving ``key``'s slot now."""
+        slot = key_slot(key.encode())
+        return next(p for p, ranges in self.masters().items() if any(slot in r for r in ranges))
+
+    def kill(self, port: int) -> None:
+        """SIGKILL the node at ``port`` (its pid from INFO server)."""
+        info = self.node_cli(port, "info", "server")
+        pid = int(re.search(r"process_id:(\d+)", info)[1])  # type: ignore[index]
+        os.kill(pid, signal.SIGKILL)
+
     def move_slot(self, slot: int, source: int, target: int) -> None:
         """Move one slot and its keys between masters, the way redis-cli reshard does."""
         src, dst = self.node_id(source), self.node_id(target)
@@ -78,10 +117,10 @@ def cluster_missing_reason() -> str | None:
     return None
 
 
-def node_args(bus_port: int) -> list[str]:
+def node_args(bus_port: int, node_timeout_ms: int = NODE_TIMEOUT_MS) -> list[str]:
     """redis-server arguments of a cluster node; the bus port is given because
     the default (port + 10000) is out of range for high free ports."""
-    return ["--cluster-enabled", "yes", "--cluster-node-timeout", "3000",
+    return ["--cluster-enabled", "yes", "--cluster-node-timeout", str(node_timeout_ms),
             "--cluster-port", str(bus_port)]  # fmt: skip
 
 
@@ -92,21 +131,35 @@ def free_port() -> int:
         return port
 
 
-def start_cluster(start_server: Callable[..., object]) -> RedisClusterInfo:
-    """Start MASTERS cluster-enabled servers with ``start_server`` (the suite's
-    factory, which stops them) and join them into one cluster."""
+def start_cluster(
+    start_server: Callable[..., object], replicas: int = 0, node_timeout_ms: int = NODE_TIMEOUT_MS
+) -> RedisClusterInfo:
+    """Start MASTERS cluster-enabled servers (and ``replicas`` replicas of each) with
+    ``start_server`` (the suite's factory, which stops them) and join them into one
+    cluster; returns once every replica is in sync with its master."""
     reason = cluster_missing_reason()
     if reason:
         pytest.skip(reason)
-    ports = tuple(int(start_server(*node_args(free_port())).port) for _ in range(MASTERS))
+    nodes = MASTERS * (1 + replicas)
+    ports = tuple(
+        int(start_server(*node_args(free_port(), node_timeout_ms)).port) for _ in range(nodes)
+    )
     cluster = RedisClusterInfo(ports)
-    cluster.cli("--cluster", "create", *cluster.nodes, "--cluster-replicas", "0", "--cluster-yes")
+    cluster.cli(
+        "--cluster", "create", *cluster.nodes, "--cluster-replicas", str(replicas), "--cluster-yes"
+    )
     deadline = time.monotonic() + READY_DEADLINE_S
     while True:
         states = [cluster.node_cli(p, "cluster", "info") for p in ports]
         if all("cluster_state:ok" in s for s in states):
             check = cluster.cli("--cluster", "check", cluster.nodes[0])
-            if "[OK] All 16384 slots covered" in check and "[WARNING]" not in check:
+            synced = [cluster.node_cli(p, "info", "replication") for p in ports]
+            linked = sum("master_link_status:up" in r for r in synced)
+            if (
+                "[OK] All 16384 slots covered" in check
+                and "[WARNING]" not in check
+                and linked == MASTERS * replicas
+            ):
                 return cluster
         if time.monotonic() > deadline:
             pytest.fail(f"the test cluster did not become ready: {states}", pytrace=False)

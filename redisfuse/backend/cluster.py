@@ -10,16 +10,25 @@ Retries: redis-py's cluster client follows MOVED/ASK by itself and retries a
 command whose node failed immediately (after re-reading the slot map); it has
 no backoff between those attempts. ``DeadlineCluster`` therefore wraps each
 command in the volume's counting retry (jittered backoff for the retry
-deadline), and pipelines retry every 0.25 s for as long.
+deadline), and pipelines retry every 0.25 s for as long. A pipeline executed
+with ``raise_on_error=False`` (the commit, the object stores) gets no retry
+from redis-py at all: a master that died answers its commands with
+ConnectionError *results*. ``DeadlinePipeline`` sends those commands again
+(only those: the others ran) under the counting retry, so a master failover
+is waited out there too.
+
+Round trips are counted as by ``counting.CountingRedis``: each command call
+once, each pipeline once (its commands go to their masters in parallel).
 """
 
 from __future__ import annotations
 
+import logging
 import urllib.parse
 from typing import Any, cast
 
 from redis.asyncio import Redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -29,8 +38,13 @@ from redis.exceptions import (
     ConnectionError,
     RedisClusterException,
     SlotNotCoveredError,
+    TimeoutError,
     TryAgainError,
 )
+
+from .counting import RedisTally
+
+log = logging.getLogger(__name__)
 
 SCHEMES = ("redis+cluster", "rediss+cluster")
 """URL schemes of a cluster: ``redis+cluster://HOST:PORT[,HOST:PORT...]`` (TLS: rediss+)."""
@@ -39,6 +53,8 @@ PIPELINE_RETRY_S = 0.25
 """redis-py's cluster pipeline sleeps this long before each retry."""
 
 _RETRYABLE = (ClusterDownError, SlotNotCoveredError, TryAgainError)
+_RESEND = (ConnectionError, TimeoutError, ClusterDownError, SlotNotCoveredError, TryAgainError)
+"""Results of a pipeline that mean "not run, or its reply lost": sent again."""
 
 
 def is_cluster_url(url: str | None) -> bool:
@@ -95,8 +111,12 @@ class DeadlineCluster(RedisCluster):
     """
 
     deadline_retry: Retry
+    tally: RedisTally
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        self.tally.round_trips += 1
+        self.tally.commands += 1
+
         async def attempt() -> Any:
             try:
                 return await RedisCluster.execute_command(self, *args, **dict(kwargs))
@@ -112,6 +132,64 @@ class DeadlineCluster(RedisCluster):
 
     def get_retry(self) -> Retry:
         return self.deadline_retry
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        if shard_hint:
+            raise RedisClusterException("shard_hint is not supported in cluster mode")
+        return DeadlinePipeline(self, transaction)  # type: ignore[abstract]
+
+
+class DeadlinePipeline(ClusterPipeline):
+    """A cluster pipeline that counts its round trip and, with ``raise_on_error=False``,
+    sends commands whose node failed again until the retry deadline (see the module
+    docstring). It remembers what was queued, as redis-py resets its queue on execute."""
+
+    def __init__(self, client: DeadlineCluster, transaction: Any | None = None) -> None:
+        super().__init__(client, transaction)
+        self.owner = client
+        self.queued: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        self.queued.append((args, dict(kwargs)))
+        return super().execute_command(*args, **kwargs)
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        queued, self.queued = self.queued, []
+        if queued:
+            self.owner.tally.round_trips += 1
+            self.owner.tally.commands += len(queued)
+        results: list[Any] = await super().execute(raise_on_error, allow_redirections)
+        pending = [i for i, r in enumerate(results) if isinstance(r, _RESEND)]
+        if raise_on_error or not pending:
+            return results
+        cluster = self.owner
+
+        async def attempt() -> None:
+            log.debug(
+                "sending %d pipelined commands again after %r", len(pending), results[pending[0]]
+            )
+            try:
+                await cluster.nodes_manager.initialize()  # the slot map after the failover
+            except RedisClusterException as exc:
+                raise ConnectionError(str(exc)) from exc
+            again = ClusterPipeline(cluster, None)  # type: ignore[abstract]
+            for i in pending:
+                args, kwargs = queued[i]
+                again.execute_command(*args, **kwargs)
+            for i, result in zip(pending, await again.execute(False), strict=True):
+                results[i] = result
+            pending[:] = [i for i in pending if isinstance(results[i], _RESEND)]
+            if pending:
+                raise results[pending[0]]
+
+        async def wait(*_: Any) -> None:
+            return None
+
+        try:
+            await cluster.deadline_retry.call_with_retry(attempt, wait)
+        except _RESEND:
+            pass  # the results hold the errors, for the caller to translate
+        return results
 
 
 def make_cluster_client(url: str, retry: Retry, deadline: float, common: dict[str, Any]) -> Redis:
@@ -131,6 +209,7 @@ def make_cluster_client(url: str, retry: Retry, deadline: float, common: dict[st
         **options,
     )
     client.deadline_retry = retry
+    client.tally = RedisTally()
     return cast(Redis, client)
 
 
