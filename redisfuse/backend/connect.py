@@ -148,7 +148,7 @@ def counting_retry(options: RedisOptions, retries: int | None = None) -> Countin
 
 def make_client(options: RedisOptions, retries: int | None = None) -> Redis:
     """Create (but do not yet connect) a binary-safe client with retries, counting its
-    round trips (counting.py; not yet on a cluster client)."""
+    round trips (counting.py; a cluster client counts in cluster.py)."""
     retry = counting_retry(options, retries)
     common: dict[str, Any] = {
         "decode_responses": False,

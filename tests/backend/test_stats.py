@@ -15,6 +15,9 @@ import anyio
 from redisfuse.backend import ROOT_INO, Volume
 from redisfuse.backend.stats import BackendStats
 
+ALSO_ON_CLUSTER = {"test_round_trips"}
+"""The cluster client counts as the single-server one does (cluster.DeadlineCluster)."""
+
 DATA = os.urandom(150_000)  # 3 blocks of 64 KiB, the last one partly filled; incompressible
 
 
@@ -46,7 +49,8 @@ async def test_bytes_and_blocks(vol: Volume, vol2: Volume) -> None:
 
 
 async def test_round_trips(vol: Volume) -> None:
-    """A command alone is one round trip; a pipeline is one round trip for all its commands."""
+    """A command alone is one round trip; a pipeline is one round trip for all its commands
+    (on a cluster too, where the commands of a pipeline go to their masters in parallel)."""
     fs = vol.inodes
     before = fs.stats()
     await fs.getattr(ROOT_INO)  # one HGETALL (no event stream: the metadata cache is off)
