@@ -37,10 +37,13 @@ class RedisClusterInfo:
 
     ports: tuple[int, ...]
     host: str = "127.0.0.1"
+    tls_args: tuple[str, ...] = ()
+    """redis-cli's ``--tls --cacert ... --cert ... --key ...`` for a TLS-only cluster."""
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"{self.host}:{p}" for p in self.ports)
+        scheme = "rediss+cluster" if self.tls_args else "redis+cluster"
+        return f"{scheme}://" + ",".join(f"{self.host}:{p}" for p in self.ports)
 
     @property
     def nodes(self) -> list[str]:
@@ -49,7 +52,11 @@ class RedisClusterInfo:
     def cli(self, *args: str, timeout: float = 60.0) -> str:
         """Run ``redis-cli`` (``--cluster ...`` or a command on the first node)."""
         done = subprocess.run(
-            ["redis-cli", *args], capture_output=True, text=True, timeout=timeout, check=False
+            ["redis-cli", *self.tls_args, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         if done.returncode != 0 or "ERR" in done.stdout.splitlines()[-1:]:
             raise RuntimeError(f"redis-cli {' '.join(args)}: {done.stdout}\n{done.stderr}")
@@ -132,11 +139,15 @@ def free_port() -> int:
 
 
 def start_cluster(
-    start_server: Callable[..., object], replicas: int = 0, node_timeout_ms: int = NODE_TIMEOUT_MS
+    start_server: Callable[..., object],
+    replicas: int = 0,
+    node_timeout_ms: int = NODE_TIMEOUT_MS,
+    tls_args: tuple[str, ...] = (),
 ) -> RedisClusterInfo:
     """Start MASTERS cluster-enabled servers (and ``replicas`` replicas of each) with
     ``start_server`` (the suite's factory, which stops them) and join them into one
-    cluster; returns once every replica is in sync with its master."""
+    cluster; returns once every replica is in sync with its master. ``tls_args``:
+    redis-cli's TLS options, for servers that ``start_server`` runs TLS-only."""
     reason = cluster_missing_reason()
     if reason:
         pytest.skip(reason)
@@ -144,7 +155,7 @@ def start_cluster(
     ports = tuple(
         int(start_server(*node_args(free_port(), node_timeout_ms)).port) for _ in range(nodes)
     )
-    cluster = RedisClusterInfo(ports)
+    cluster = RedisClusterInfo(ports, tls_args=tls_args)
     cluster.cli(
         "--cluster", "create", *cluster.nodes, "--cluster-replicas", str(replicas), "--cluster-yes"
     )
