@@ -160,8 +160,8 @@ class DeadlinePipeline(ClusterPipeline):
             self.owner.tally.commands += len(queued)
         results: list[Any] = await super().execute(raise_on_error, allow_redirections)
         pending = [i for i, r in enumerate(results) if isinstance(r, _RESEND)]
-        if raise_on_error or not pending:
-            return results
+        if raise_on_error or not pending or len(results) != len(queued):
+            return results  # (a queue this class did not see whole is not resent)
         cluster = self.owner
 
         async def attempt() -> None:
