@@ -17,6 +17,7 @@ from ..errors import FSError, IsADirectory, NotFound
 from .context import Context, now_ns
 from .keys import ROOT_INO, Ino
 from .model import (
+    ATTR_FIELDS,
     MAX_FILE_SIZE,
     MAX_NAME,
     NOW,
@@ -25,6 +26,7 @@ from .model import (
     SetAttr,
     attr_from_fields,
     attr_from_pairs,
+    attr_from_values,
 )
 from .scripts import Stale
 
@@ -400,15 +402,18 @@ class Namespace:
             for start in range(0, len(entries), STAT_BATCH):
                 chunk = entries[start : start + STAT_BATCH]
                 self.ctx.scripts.queue(
-                    pipe, "stat_many", [self.keys.inode(child) for _, _, child in chunk], []
+                    pipe,
+                    "stat_many",
+                    [self.keys.inode(child) for _, _, child in chunk],
+                    list(ATTR_FIELDS),
                 )
             replies = await self.ctx.scripts.execute(self.ctx.client, pipe)
-        fields = [pairs for reply in replies for pairs in reply]
+        joined = [values for reply in replies for values in reply]
         out = []
-        for (seq, name, child), f in zip(entries, fields, strict=True):
-            if not f:
+        for (seq, name, child), values in zip(entries, joined, strict=True):
+            if not values:
                 continue  # removed between the two round trips
-            attr = attr_from_pairs(child, f)
+            attr = attr_from_values(child, values)
             self.ctx.cache.put_entry(ino, name, attr)
             out.append(DirEntry(name, Ino(child), seq, attr))
         return out

@@ -332,3 +332,17 @@ async def test_path_lock_excludes_other_clients(vol: Volume, vol2: Volume) -> No
         tg.start_soon(hold, vol, "a")
         tg.start_soon(hold, vol2, "b")
     assert order in (["a-in", "a-out", "b-in", "b-out"], ["b-in", "b-out", "a-in", "a-out"])
+
+
+def test_listing_values_parse_like_the_hash_fields() -> None:
+    """stat_many's joined values give the same Attr as HGETALL's pairs, missing fields too."""
+    from redisfuse.backend.model import ATTR_FIELDS, attr_from_pairs, attr_from_values
+
+    values = [b"33188", b"1", b"1000", b"100", b"4096", b"0"] + [b"1764500000000000000"] * 3
+    values += [b"7", b"4096", b""]  # no xattrs field recorded
+    pairs = [x for name, v in zip(ATTR_FIELDS, values, strict=True) if v for x in (name, v)]
+    parsed = attr_from_values(42, b" ".join(values))
+    assert parsed == attr_from_pairs(42, pairs + [b"opens", b"2"])
+    assert (parsed.size, parsed.uid, parsed.version, parsed.xattr_count) == (4096, 1000, 7, -1)
+    with pytest.raises(ValueError):
+        attr_from_values(42, b"1 2 3")
