@@ -179,6 +179,14 @@ def make_client(options: RedisOptions, retries: int | None = None) -> Redis:
     )
 
 
+def _reset_without_client_certificate(exc: BaseException, options: RedisOptions) -> bool:
+    """Whether a first PING over TLS, sent without a client certificate, met a reset."""
+    url = options.url or ""
+    if not url.startswith("rediss") or options.tls_cert or "ssl_certfile" in url:
+        return False
+    return "reset by peer" in str(exc) or isinstance(exc.__cause__, ConnectionResetError)
+
+
 async def connect(options: RedisOptions) -> Redis:
     """Return a client that has answered PING, or raise the FSError redis_error() gives.
 
@@ -194,7 +202,15 @@ async def connect(options: RedisOptions) -> Redis:
         await client.ping()
     except (RedisError, OSError) as exc:
         await client.aclose()
-        raise redis_error(exc, options.address) from exc
+        error = redis_error(exc, options.address)
+        if _reset_without_client_certificate(exc, options):
+            # TLS 1.3 finishes the client's side of the handshake before the server
+            # checks for a certificate: a refusal then arrives as a reset, not an alert.
+            error = BackendUnavailable(
+                f"{error.strerror} (a TLS server that requires a client certificate "
+                "resets the connection: pass --redis-tls-cert and --redis-tls-key)"
+            )
+        raise error from exc
     if is_cluster(client):
         # Setting up a cluster client (slot map, command table) costs about 0.1 s
         # of CPU: keep this one, now with the retries of the whole deadline.
