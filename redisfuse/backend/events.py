@@ -32,7 +32,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.exceptions import ConnectionError, RedisError, TimeoutError
+from redis.exceptions import ConnectionError, RedisError, ResponseError, TimeoutError
 
 from .cluster import is_cluster, node_client, still_subscribed
 
@@ -185,6 +185,15 @@ async def _read(
                 return
             await _resubscribe(pubsub, channels)
             message = None
+        except ResponseError as exc:
+            if not sharded:
+                raise
+            # The subscription went to a master that does not serve the slot (the
+            # slot map was read while the slot was moving): it answers MOVED, which
+            # arrives here. Follow the slot again once the move has settled.
+            log.info("change events: subscribed at the wrong master (%s); following", exc)
+            await _sleep(0.1)
+            return
         if pubsub.connects != seen_connects:
             seen_connects = pubsub.connects
             yield Resync()
