@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -35,11 +35,14 @@ def mount(redis_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mo
 
 
 @contextlib.contextmanager
-def module_mount(url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mount]:
-    """Mount a fresh volume on the Redis at ``url``; unmount (failing on a bad exit) after."""
+def module_mount(
+    url: str, tmp_path_factory: pytest.TempPathFactory, extra_args: Sequence[str] = ()
+) -> Iterator[Mount]:
+    """Mount a fresh volume on the Redis at ``url`` (with ``extra_args`` for the mount
+    command); unmount (failing on a bad exit) after."""
     base = tmp_path_factory.mktemp("mount")
     volume = f"m-{secrets.token_hex(6)}"
-    m = start_mount(base / "mnt", url, volume, base / "mount.log")
+    m = start_mount(base / "mnt", url, volume, base / "mount.log", list(extra_args))
     try:
         yield m
     finally:

@@ -28,7 +28,8 @@ from redisfuse.backend import open_volume
 from redisfuse.fuse.rates import COLUMNS, STATS_XATTR
 
 from ..conftest import _free_port
-from .mounting import Mount, start_mount, stop_mount, wait_for
+from .conftest import module_mount
+from .mounting import Mount, wait_for
 
 CLI = [sys.executable, "-c", "from redisfuse.fuse.cli import main; raise SystemExit(main())"]
 
@@ -37,22 +38,11 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 @pytest.fixture(scope="module")
 def metered(redis_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mount]:  # type: ignore[no-untyped-def]
-    base = tmp_path_factory.mktemp("metrics")
     port = _free_port("127.0.0.1")
-    m = start_mount(
-        base / "mnt",
-        redis_server.url,
-        f"m-{secrets.token_hex(6)}",
-        base / "mount.log",
-        ["--metrics", f"127.0.0.1:{port}", "--log-metrics", "0.5"],
-    )
-    m.metrics_url = f"http://127.0.0.1:{port}/metrics"  # type: ignore[attr-defined]
-    try:
+    extra = ["--metrics", f"127.0.0.1:{port}", "--log-metrics", "0.5"]
+    with module_mount(redis_server.url, tmp_path_factory, extra) as m:
+        m.metrics_url = f"http://127.0.0.1:{port}/metrics"  # type: ignore[attr-defined]
         yield m
-    finally:
-        code = stop_mount(m)
-        if code not in (0, None):
-            pytest.fail(f"mount exited with {code}:\n{m.log()}", pytrace=False)
 
 
 @pytest.fixture
