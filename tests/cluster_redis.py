@@ -88,6 +88,16 @@ class RedisClusterInfo:
             return found
         raise AssertionError("no cluster node answered")
 
+    def replicas_of(self, port: int) -> list[int]:
+        """The ports of the replicas following the master at ``port`` now."""
+        master = self.node_id(port)
+        table = self.node_cli(port, "cluster", "nodes")
+        return [
+            int(fields[1].split("@")[0].rpartition(":")[2])
+            for fields in (line.split() for line in table.splitlines())
+            if len(fields) > 3 and "slave" in fields[2].split(",") and fields[3] == master
+        ]
+
     def master_of(self, key: str) -> int:
         """The port of the master serving ``key``'s slot now."""
         slot = key_slot(key.encode())

@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "info": "server version check at open, memory figures for statfs",
     "script|load": "the Lua scripts, at open and after NOSCRIPT",
     "evalsha": "every mutating operation (lua/*.lua)",
+    "eval": "--replicas on a cluster: the barrier on each master (cluster_replicas.py)",
     "multi": "pipelines with transaction=True (fsck, data reads)",
     "exec": "pipelines with transaction=True",
     # Keys read and written directly.

@@ -44,6 +44,9 @@ Keys (type: what it holds, and its invariants):
     once before any block map names it (the commit checks that it was stored:
     in the script for tagged objects, from the SET replies for spread ones),
     deleted only when no block map names it any more (trash, reclaim).
+``o:{wN}`` (``rf:VOL:o:{wN}``; never seen: set and deleted in one script)
+    The replica barrier on a Redis Cluster (cluster_replicas.py): a write that
+    lands on one chosen master and leaves nothing behind; N picks the slot.
 ``usage`` (hash)
     ``inodes`` (live inodes) and ``bytes`` (sum of all ``i:INO.bytes``),
     changed by blind HINCRBY only.
@@ -193,6 +196,11 @@ class Keys:
         if self.layout == SPREAD:
             return f"{self._obj_prefix}{{{obj}}}"
         return f"{self._obj_prefix}{obj}"
+
+    def barrier(self, n: int) -> str:
+        """A key in the objects' pattern (so a volume's ACL user may write it) whose
+        slot depends on ``n``: the replica barrier picks ``n`` to reach one master."""
+        return f"rf:{self.volume}:o:{{w{n}}}"
 
     @property
     def object_pattern(self) -> str:

@@ -51,11 +51,8 @@ class ReplicaWait:
         if self.replicas <= 0:
             return
         self.waits += 1
-        pipe = self.client.pipeline(transaction=False)
-        pipe.incrby(self.keys.counter_sess, 0)
-        pipe.execute_command("WAIT", self.replicas, self.timeout_ms)
         try:
-            reached = int((await pipe.execute())[1])
+            reached = await self.reached()
         except RedisError as exc:
             raise redis_error(exc, self.address) from exc
         if reached < self.replicas:
@@ -73,3 +70,13 @@ class ReplicaWait:
                 f"write reached {reached} of {self.replicas} replicas within "
                 f"{self.timeout_ms / 1000:.1f} s",
             )
+
+    async def reached(self) -> int:
+        """How many replicas have every write of this client so far (the barrier)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.incrby(self.keys.counter_sess, 0)
+        pipe.execute_command("WAIT", self.replicas, self.timeout_ms)
+        return int((await pipe.execute())[1])
+
+    async def aclose(self) -> None:
+        """Release what the barrier holds (nothing here: it uses the volume's client)."""

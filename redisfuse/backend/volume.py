@@ -30,6 +30,7 @@ from . import events
 from .cache import ObjectCache
 from .capacity import Capacity
 from .cluster import is_cluster
+from .cluster_replicas import ClusterReplicaWait
 from .connect import RedisOptions, connect, retry_stats
 from .context import Context, now_ns
 from .data import BlockStore, DirtyFile
@@ -346,6 +347,8 @@ class Inodes:
                 # Also drops holds whose release was lost in a failed request.
                 await self.sessions.reclaim(self.ctx.session)
             await self.reclaim_pending()
+            if self.replica_wait is not None:
+                await self.replica_wait.aclose()
 
     # -- change events -----------------------------------------------------------
 
@@ -752,7 +755,8 @@ async def open_volume(
         )
         ctx.cache.ttl = metadata_ttl
         if opts.replicas > 0:
-            inodes.replica_wait = ReplicaWait(
+            barrier = ClusterReplicaWait if is_cluster(client) else ReplicaWait
+            inodes.replica_wait = barrier(
                 client, keys, opts.replicas, opts.replica_timeout, opts.address
             )
         try:

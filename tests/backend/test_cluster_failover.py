@@ -59,7 +59,7 @@ class Writer:
             await asyncio.sleep(0.02)
 
 
-async def _kill_and_go_on(
+async def kill_and_go_on(
     cluster: RedisClusterInfo, port: int, writer: Writer, task: asyncio.Task[None]
 ) -> float:
     """SIGKILL the master at ``port``; return how long until PER_PHASE more files were acked."""
@@ -85,11 +85,11 @@ async def test_the_writer_goes_on_after_a_master_failover(redis_factory, volume_
         try:
             await writer.wait_for(PER_PHASE)
             meta = cluster.master_of(keys.setting)
-            took_meta = await _kill_and_go_on(cluster, meta, writer, task)
+            took_meta = await kill_and_go_on(cluster, meta, writer, task)
             # A master with only objects of this volume, and still a replica to promote.
             new_meta = cluster.master_of(keys.setting)
             objects_only = next(p for p in cluster.masters() if p not in (meta, new_meta))
-            took_objects = await _kill_and_go_on(cluster, objects_only, writer, task)
+            took_objects = await kill_and_go_on(cluster, objects_only, writer, task)
             writer.stop = True
             await asyncio.wait_for(task, DEADLINE_S)  # ends after its file (no leaked objects)
         finally:

@@ -1,0 +1,131 @@
+"""The ``--replicas`` barrier on a Redis Cluster: one barrier on every master.
+
+A spread volume's objects live on every master, so the single server's
+barrier (a zero INCRBY and WAIT on the volume's master, replicas.py) would
+vouch for the metadata only: a master holding some of the file's objects could
+die before its replica had them. Here every master gets its own barrier, on
+one connection of a client of its own: a script that sets and deletes a key
+of that master's slots (a write that travels down its replication stream and
+leaves nothing behind, not even for a SCAN, as scripts are atomic), then
+WAIT. The file is confirmed when the master whose replicas are furthest
+behind has N of them caught up.
+
+WAIT is the reason for the per-master clients: it counts the writes of the
+connection it is sent on, and a keyless command sent through the cluster
+client could go to any node. A redirection (the slot moved), a lost master
+or a replica still answering as the old master make the barrier start over
+on a fresh slot map, within the retry deadline, as a cluster command does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import cast
+
+from redis.asyncio import ConnectionPool, Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ConnectionError,
+    MovedError,
+    ReadOnlyError,
+    RedisClusterException,
+    TryAgainError,
+)
+
+from .cluster import DeadlineCluster
+from .keys import Keys
+from .replicas import ReplicaWait
+
+log = logging.getLogger(__name__)
+
+BARRIER_SCRIPT = "redis.call('SET', KEYS[1], '1') return redis.call('DEL', KEYS[1])"
+"""Replicated as SET + DEL in one MULTI: a write on the connection, and no key left."""
+
+_START_OVER = (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    ReadOnlyError,
+    RedisClusterException,
+    TryAgainError,
+)
+"""Errors of a barrier sent by an out-of-date slot map: re-read it and start over."""
+
+MAX_TAG = 1 << 20
+"""Bound of the search for a barrier key on each master (a few tries each, in practice)."""
+
+
+def barrier_keys(cluster: RedisCluster, keys: Keys) -> dict[str, str]:
+    """One barrier key per master serving slots (name -> key), from the client's slot map."""
+    masters = {node.name for node in cluster.get_primaries()}
+    found: dict[str, str] = {}
+    slots = cluster.nodes_manager.slots_cache
+    for n in range(MAX_TAG):
+        key = keys.barrier(n)
+        owners = slots.get(cluster.keyslot(key))
+        if owners and owners[0].name in masters and owners[0].name not in found:
+            found[owners[0].name] = key
+            if len(found) == len(masters):
+                break
+    return found
+
+
+class ClusterReplicaWait(ReplicaWait):
+    """``ReplicaWait`` over every master of a cluster; see the module docstring."""
+
+    def __init__(self, client: Redis, keys: Keys, replicas: int, timeout: float, address: str):
+        super().__init__(client, keys, replicas, timeout, address)
+        self.nodes: dict[str, Redis] = {}
+        """A client (one connection) per master, by name, made on first use."""
+
+    async def reached(self) -> int:
+        cluster = cast(DeadlineCluster, self.client)
+        retry = cluster.deadline_retry
+
+        async def attempt() -> int:
+            try:
+                targets = barrier_keys(cluster, self.keys)
+                replies = await asyncio.gather(
+                    *(self._barrier(name, key) for name, key in targets.items())
+                )
+            except _START_OVER as exc:
+                log.debug("replica barrier starts over on a new slot map: %r", exc)
+                raise ConnectionError(f"replica barrier: {exc}") from exc
+            return min(replies)
+
+        async def start_over(_: Exception) -> None:
+            try:
+                await cluster.nodes_manager.initialize()
+            except RedisClusterException as exc:
+                log.debug("slot map not read yet: %r", exc)
+
+        return cast(int, await retry.call_with_retry(attempt, start_over))
+
+    async def _barrier(self, name: str, key: str) -> int:
+        """The barrier on one master: how many of its replicas have our writes there."""
+        client = self._node_client(name)
+        pipe = client.pipeline(transaction=False)
+        pipe.eval(BARRIER_SCRIPT, 1, key)
+        pipe.execute_command("WAIT", self.replicas, self.timeout_ms)
+        return int((await pipe.execute())[1])
+
+    def _node_client(self, name: str) -> Redis:
+        client = self.nodes.get(name)
+        if client is None:
+            node = cast(RedisCluster, self.client).get_node(node_name=name)
+            node = cast(ClusterNode, node)
+            # The node's own settings (TLS, password, timeouts); one connection, so
+            # that the pipeline's WAIT follows its write on the same connection.
+            pool = ConnectionPool(
+                connection_class=node.connection_class, max_connections=1, **node.connection_kwargs
+            )
+            client = self.nodes[name] = Redis.from_pool(pool)
+        return client
+
+    async def aclose(self) -> None:
+        nodes, self.nodes = self.nodes, {}
+        for client in nodes.values():
+            await client.aclose()
