@@ -384,14 +384,10 @@ class BlockStore:
         bytes twice, which is harmless.
         """
         try:
-            replies = await self.objects.store(ids, blobs)
-            failed = next((r for r in replies if isinstance(r, Exception)), None)
+            await self.objects.store_all(ids, blobs)
         except (RedisError, OSError) as exc:
-            failed = exc
-        if failed is None:
-            return
-        await self._drop_uncommitted(ids)
-        raise self.ctx.translate(failed)
+            await self._drop_uncommitted(ids)
+            raise self.ctx.translate(exc) from exc
 
     async def _drop_uncommitted(self, ids: list[int]) -> None:
         """Delete objects no block map names (UNLINK works on a full Redis too); gc

@@ -309,8 +309,17 @@ class Loader:
         keys = self.keys
         ids = await self.ctx.object_ids.take(len(batch))
         total = sum(valid for _, valid, _ in batch)
-        pipe = self._pipe()
-        self.objects.queue_store(pipe, ids, [stored for _, _, stored in batch])
+        blobs = [stored for _, _, stored in batch]
+        if keys.spread:
+            # In other slots than the MULTI (keys.py): stored, every SET answered OK,
+            # before the batch naming them is sent, as a commit does (data.py). A load
+            # cut short then leaves unnamed objects at worst, which gc deletes.
+            with self.ctx.guard():
+                await self.objects.store_all(ids, blobs)
+            pipe = self._pipe()
+        else:
+            pipe = self._pipe()
+            self.objects.queue_store(pipe, ids, blobs)
         mapping = {
             str(index): f"{obj}:{valid}" for obj, (index, valid, _) in zip(ids, batch, strict=True)
         }

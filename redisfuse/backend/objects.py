@@ -58,6 +58,13 @@ class Objects:
         result: list[Any] = await pipe.execute(raise_on_error=False)
         return result
 
+    async def store_all(self, ids: list[int], blobs: list[bytes]) -> None:
+        """SET new objects; raise the first refusal, or the error of a reply lost
+        for good, so that nothing names objects that may not be stored."""
+        failed = next((r for r in await self.store(ids, blobs) if isinstance(r, Exception)), None)
+        if failed is not None:
+            raise failed
+
     def queue_delete(self, pipe: Any, ids: list[int]) -> None:
         """Queue UNLINKs of objects on ``pipe`` (a pipeline bound for the volume's node
         in the tagged layout, any pipeline in the spread one)."""
