@@ -12,10 +12,13 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from redis import Redis
 
 from ..conftest import STARTUP_DEADLINE_S, _find_redis_server, _free_port, _stop
+from .certs import TlsFiles
 
 
 @dataclass
@@ -87,11 +90,44 @@ class SentinelGroup:
     master: Proc
     replicas: list[Proc]
     sentinels: list[Proc]
+    tls: TlsFiles | None = None
+    """Every process speaks only TLS (and requires client certificates) when set."""
 
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        return f"redis+sentinel://{hosts}/{MASTER_NAME}"
+        scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
+        return f"{scheme}://{hosts}/{MASTER_NAME}"
+
+    def client(self, port: int) -> Redis:
+        """A synchronous client of the process at ``port``."""
+        return Redis(port=port, decode_responses=True, **tls_client_kwargs(self.tls))
+
+
+def tls_server_args(files: TlsFiles) -> list[str]:
+    """redis-server (and sentinel) options: TLS only, client certificates required,
+    TLS to the master too (replication, and a sentinel's monitoring)."""
+    return [
+        "--tls-cert-file", str(files.server_cert),
+        "--tls-key-file", str(files.server_key),
+        "--tls-client-cert-file", str(files.client_cert),
+        "--tls-client-key-file", str(files.client_key),
+        "--tls-ca-cert-file", str(files.ca),
+        "--tls-auth-clients", "yes",
+        "--tls-replication", "yes",
+    ]  # fmt: skip
+
+
+def tls_client_kwargs(files: TlsFiles | None) -> dict[str, Any]:
+    """redis-py's options for a client of a TLS-only test server (none without TLS)."""
+    if files is None:
+        return {}
+    return {
+        "ssl": True,
+        "ssl_ca_certs": str(files.ca),
+        "ssl_certfile": str(files.client_cert),
+        "ssl_keyfile": str(files.client_key),
+    }
 
 
 MASTER_NAME = "rfmaster"
@@ -100,45 +136,49 @@ DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 5000
 
 
-def start_sentinel_group(servers: Servers, replicas: int = 2, sentinels: int = 3) -> SentinelGroup:
-    """Start a master, ``replicas`` replicas of it and ``sentinels`` sentinels (quorum 2).
+def start_sentinel_group(
+    servers: Servers, replicas: int = 2, sentinels: int = 3, tls: TlsFiles | None = None
+) -> SentinelGroup:
+    """Start a master, ``replicas`` replicas of it and ``sentinels`` sentinels (quorum 2),
+    all TLS-only with ``tls``.
 
     Returns once every sentinel sees all replicas and the other sentinels, so a
     failover can start as soon as the master goes.
     """
-    master = servers.start()
-    copies = [servers.start("--replicaof", "127.0.0.1", str(master.port)) for _ in range(replicas)]
+    extra = tls_server_args(tls) if tls else []
+    on_tls = tls is not None
+    master = servers.start(*extra, tls_port=on_tls)
+    copies = [
+        servers.start("--replicaof", "127.0.0.1", str(master.port), *extra, tls_port=on_tls)
+        for _ in range(replicas)
+    ]
     conf = (
         f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master.port} 2\n"
         f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n"
         f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n"
         f"sentinel parallel-syncs {MASTER_NAME} {replicas}\n"
     )
-    watchers = [servers.start(sentinel=conf) for _ in range(sentinels)]
-    group = SentinelGroup(master, copies, watchers)
+    watchers = [servers.start(*extra, sentinel=conf, tls_port=on_tls) for _ in range(sentinels)]
+    group = SentinelGroup(master, copies, watchers, tls)
     deadline = time.monotonic() + 20
-    while not all(_sees_everyone(s, replicas, sentinels - 1) for s in watchers):
+    while not all(_sees_everyone(group, s, replicas, sentinels - 1) for s in watchers):
         if time.monotonic() > deadline:
             pytest.fail("the sentinels never found each other and the replicas", pytrace=False)
         time.sleep(0.1)
     return group
 
 
-def _sees_everyone(sentinel: Proc, replicas: int, others: int) -> bool:
-    from redis import Redis
-
-    with Redis(port=sentinel.port, decode_responses=True) as client:
+def _sees_everyone(group: SentinelGroup, sentinel: Proc, replicas: int, others: int) -> bool:
+    with group.client(sentinel.port) as client:
         state = client.sentinel_master(MASTER_NAME)
     return int(state["num-slaves"]) >= replicas and int(state["num-other-sentinels"]) >= others
 
 
 def master_port(group: SentinelGroup) -> int:
     """The port of the master the first live sentinel names now."""
-    from redis import Redis
-
     for s in group.sentinels:
         try:
-            with Redis(port=s.port, decode_responses=True) as client:
+            with group.client(s.port) as client:
                 _, port = client.sentinel_get_master_addr_by_name(MASTER_NAME)
                 return int(port)
         except OSError:

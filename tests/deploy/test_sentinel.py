@@ -21,6 +21,7 @@ from redisfuse.backend import FSError, RedisOptions, open_volume
 from redisfuse.backend.connect import retry_stats
 from redisfuse.backend.fsck import fsck
 
+from .certs import make_tls_files
 from .cli import redisfuse
 from .servers import Servers, master_port, start_sentinel_group
 
@@ -80,3 +81,33 @@ async def test_too_few_replicas_fail_fsync_with_eio_and_one_log_line(
         with pytest.raises(FSError):
             await f.close()  # close waits too, and reports the same
         assert await vol.read_file("/f") == b"x"  # the master has it; only the replicas lack it
+
+
+async def test_a_tls_only_sentinel_group_follows_a_failover(
+    servers: Servers, tmp_path_factory: pytest.TempPathFactory, volume_name: str
+) -> None:
+    """``rediss+sentinel://``: sentinels, master and replicas speak only TLS and
+    require client certificates; the volume asks the sentinels over TLS, follows
+    the failover, and ``--replicas`` still confirms over TLS."""
+    files = make_tls_files(tmp_path_factory.mktemp("tls"))
+    group = start_sentinel_group(servers, tls=files)
+    assert group.url.startswith("rediss+sentinel://")
+    tls = {"tls_ca": str(files.ca), "tls_cert": str(files.client_cert),
+           "tls_key": str(files.client_key)}  # fmt: skip
+    options = RedisOptions(url=group.url, replicas=1, retry_deadline=30.0, **tls)
+    async with open_volume(volume=volume_name, options=options) as vol:
+        await vol.write_file("/before", b"1" * 100_000)
+        old = group.master.port
+        group.master.proc.send_signal(signal.SIGKILL)
+        await vol.write_file("/after", b"2" * 100_000)  # retried through the failover
+        assert master_port(group) != old
+        assert await vol.read_file("/before") == b"1" * 100_000
+        wait = vol.inodes.replica_wait
+        assert wait is not None and wait.waits >= 2 and wait.failures == 0
+    cli_tls = ["--redis-tls-ca", str(files.ca), "--redis-tls-cert", str(files.client_cert),
+               "--redis-tls-key", str(files.client_key)]  # fmt: skip
+    for command in ("status", "fsck"):
+        done = redisfuse(command, "--redis-url", group.url, "--volume", volume_name, *cli_tls)
+        assert done.returncode == 0, f"{command}: {done.stderr}"
+    async with open_volume(volume=volume_name, options=RedisOptions(url=group.url, **tls)) as vol:
+        assert await vol.read_file("/after") == b"2" * 100_000
