@@ -7,8 +7,10 @@ die before its replica had them. Here every master gets its own barrier, on
 one connection of a client of its own: a script that sets and deletes a key
 of that master's slots (a write that travels down its replication stream and
 leaves nothing behind, not even for a SCAN, as scripts are atomic), then
-WAIT. The file is confirmed when the master whose replicas are furthest
-behind has N of them caught up.
+WAIT; the master of the volume's own slot gets replicas.py's barrier instead
+(which also tells acknowledged changes lost in a failover). The file is
+confirmed when the master whose replicas are furthest behind has N of them
+caught up.
 
 WAIT is the reason for the per-master clients: it counts the writes of the
 connection it is sent on, and a keyless command sent through the cluster
@@ -36,6 +38,7 @@ from redis.exceptions import (
 )
 
 from .cluster import DeadlineCluster
+from .context import Context
 from .keys import Keys
 from .replicas import ReplicaWait
 
@@ -58,11 +61,15 @@ MAX_TAG = 1 << 20
 """Bound of the search for a barrier key on each master (a few tries each, in practice)."""
 
 
-def barrier_keys(cluster: RedisCluster, keys: Keys) -> dict[str, str]:
-    """One barrier key per master serving slots (name -> key), from the client's slot map."""
+def barrier_keys(cluster: RedisCluster, keys: Keys, volume_key: str) -> dict[str, str]:
+    """One barrier key per master serving slots (name -> key), from the client's slot
+    map: ``volume_key`` for the master of the volume's slot, a search for the others."""
     masters = {node.name for node in cluster.get_primaries()}
-    found: dict[str, str] = {}
     slots = cluster.nodes_manager.slots_cache
+    found: dict[str, str] = {}
+    owners = slots.get(cluster.keyslot(volume_key))
+    if owners:
+        found[owners[0].name] = volume_key
     for n in range(MAX_TAG):
         key = keys.barrier(n)
         owners = slots.get(cluster.keyslot(key))
@@ -76,25 +83,29 @@ def barrier_keys(cluster: RedisCluster, keys: Keys) -> dict[str, str]:
 class ClusterReplicaWait(ReplicaWait):
     """``ReplicaWait`` over every master of a cluster; see the module docstring."""
 
-    def __init__(self, client: Redis, keys: Keys, replicas: int, timeout: float, address: str):
-        super().__init__(client, keys, replicas, timeout, address)
+    def __init__(self, ctx: Context, replicas: int, timeout: float):
+        super().__init__(ctx, replicas, timeout)
         self.nodes: dict[str, Redis] = {}
         """A client (one connection) per master, by name, made on first use."""
 
-    async def reached(self) -> int:
+    async def reached(self) -> tuple[int, int]:
         cluster = cast(DeadlineCluster, self.client)
         retry = cluster.deadline_retry
+        counted = self.keys.requests(self.ctx.session)
 
-        async def attempt() -> int:
+        async def attempt() -> tuple[int, int]:
             try:
-                targets = barrier_keys(cluster, self.keys)
+                targets = barrier_keys(cluster, self.keys, counted)
+                if counted not in targets.values():
+                    raise ClusterDownError(f"no master serves {counted!r}'s slot")
                 replies = await asyncio.gather(
-                    *(self._barrier(name, key) for name, key in targets.items())
+                    *(self._barrier(name, key, key == counted) for name, key in targets.items())
                 )
             except _START_OVER as exc:
                 log.debug("replica barrier starts over on a new slot map: %r", exc)
                 raise ConnectionError(f"replica barrier: {exc}") from exc
-            return min(replies)
+            seen = next(seen for _, seen in replies if seen is not None)
+            return min(reached for reached, _ in replies), seen
 
         async def start_over(_: Exception) -> None:
             try:
@@ -102,15 +113,20 @@ class ClusterReplicaWait(ReplicaWait):
             except RedisClusterException as exc:
                 log.debug("slot map not read yet: %r", exc)
 
-        return cast(int, await retry.call_with_retry(attempt, start_over))
+        return cast(tuple[int, int], await retry.call_with_retry(attempt, start_over))
 
-    async def _barrier(self, name: str, key: str) -> int:
-        """The barrier on one master: how many of its replicas have our writes there."""
+    async def _barrier(self, name: str, key: str, counts: bool) -> tuple[int, int | None]:
+        """The barrier on one master: how many of its replicas have our writes there,
+        and (on the master that ``counts``) the session's successes it has seen."""
         client = self._node_client(name)
         pipe = client.pipeline(transaction=False)
-        pipe.eval(BARRIER_SCRIPT, 1, key)
+        if counts:
+            self.queue_count(pipe)
+        else:
+            pipe.eval(BARRIER_SCRIPT, 1, key)
         pipe.execute_command("WAIT", self.replicas, self.timeout_ms)
-        return int((await pipe.execute())[1])
+        first, reached = await pipe.execute()
+        return int(reached), int(first) if counts else None
 
     def _node_client(self, name: str) -> Redis:
         client = self.nodes.get(name)

@@ -130,6 +130,9 @@ class Context:
     """Ids handed to this session's mutating requests so far (see prepare())."""
     answered: list[str] = field(default_factory=list)
     """Ids of requests answered since the last request that carried such ids."""
+    acked: int = 0
+    """Successes this session received of its mutating requests (``acked`` of
+    ``rq:SID`` in keys.py counts them on the server)."""
     declared_dead: bool = False
     """A script refused this session as dead (Fenced): the volume starts a new one."""
     space_short_until: float = 0.0
@@ -164,9 +167,15 @@ class Context:
             rid,
         )
 
-    def answer(self, *rids: str | None) -> None:
-        """Replies to these requests arrived: their records can go, with the next request."""
-        self.answered.extend(rid for rid in rids if rid is not None)
+    def answer(self, *replies: tuple[str | None, Any]) -> None:
+        """Replies (request id, result) arrived: their records can go, with the next
+        request; successes are counted (``acked``)."""
+        for rid, result in replies:
+            if rid is None:
+                continue
+            self.answered.append(rid)
+            if not isinstance(result, BaseException) and int(result[0]) == 0:
+                self.acked += 1
 
     def queue_script(
         self, pipe: Pipeline, name: str, keys: list[str], args: list[Any]
@@ -199,14 +208,17 @@ class Context:
                 if not self.pending_releases and not (self.peers and (changed or entries)):
                     keys, args, rid = self.prepare(name, keys, args)
                     result = await self.scripts.call(self.client, name, keys, args, check_=False)
-                    self.answer(rid)
+                    self.answer((rid, result))
                     return self.check(name, result)
                 pipe = self.client.pipeline(transaction=False)
                 releases = self.queue_releases(pipe)
                 sent = self.queue_script(pipe, name, keys, args)
                 self.publish(pipe, changed, entries)
                 results = await self.scripts.execute(self.client, pipe)
-                self.answer(*releases, sent)
+                self.answer(
+                    *zip(releases, results[: len(releases)], strict=True),
+                    (sent, results[len(releases)]),
+                )
                 self.settle_releases(results[: len(releases)])
                 return self.check(name, results[len(releases)])
             except BaseException:
@@ -274,7 +286,7 @@ class Context:
             pipe = self.client.pipeline(transaction=False)
             sent = self.queue_releases(pipe)
             results = await self.scripts.execute(self.client, pipe)
-        self.answer(*sent)
+        self.answer(*zip(sent, results[: len(sent)], strict=True))
         self.settle_releases(results[: len(sent)])
 
     async def forget_answered(self) -> None:

@@ -350,7 +350,10 @@ class BlockStore:
                 )
             finally:
                 self.ctx.forget((dirty.ino,), ())
-        self.ctx.answer(*releases, *sent)
+        self.ctx.answer(
+            *zip(releases, results[commit_at - len(releases) : commit_at], strict=True),
+            *zip(sent, results[commit_at : commit_at + len(sent)], strict=True),
+        )
         committed = results[commit_at]
         failed = next((r for r in results if isinstance(r, Exception)), None)
         if isinstance(committed, Exception) or int(committed[0]) != 0:

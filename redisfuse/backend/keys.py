@@ -71,7 +71,10 @@ Keys (type: what it holds, and its invariants):
     Request id -> packed result of a successful mutating script of session
     SID whose reply the session has not yet confirmed receiving; a replay of
     that request (the reply was lost, the client retried) returns it instead
-    of running again. Deleted as replies arrive, and with the session.
+    of running again. Deleted as replies arrive, and with the session. Field
+    ``acked``: how many of the session's mutating scripts succeeded (first
+    runs only); the replica barrier compares it with the successes the
+    session saw, which tells a failover that lost acknowledged writes.
 ``lock:NAME`` (string)
     A distributed lock: owner token with a TTL (see lock.py). ``NAME`` is
     ``i:INO`` for the inode locks the data path takes, ``user:INO`` for locks

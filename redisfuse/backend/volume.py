@@ -252,6 +252,7 @@ class Inodes:
         self._stale |= stale
         self.ctx.pending_releases.clear()
         self.ctx.answered.clear()
+        self.ctx.acked = 0
         self.ctx.freed = 0
         await self.sessions.register(self.sessions.mountpoint, self.sessions.event_loop)
         self.ctx.counters.session_renewals += 1
@@ -756,9 +757,7 @@ async def open_volume(
         ctx.cache.ttl = metadata_ttl
         if opts.replicas > 0:
             barrier = ClusterReplicaWait if is_cluster(client) else ReplicaWait
-            inodes.replica_wait = barrier(
-                client, keys, opts.replicas, opts.replica_timeout, opts.address
-            )
+            inodes.replica_wait = barrier(ctx, opts.replicas, opts.replica_timeout)
         try:
             await inodes.sessions.register(mountpoint, event_loop)
             if quota_bytes is not None or quota_inodes is not None:

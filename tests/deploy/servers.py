@@ -137,15 +137,20 @@ FAILOVER_TIMEOUT_MS = 5000
 
 
 def start_sentinel_group(
-    servers: Servers, replicas: int = 2, sentinels: int = 3, tls: TlsFiles | None = None
+    servers: Servers,
+    replicas: int = 2,
+    sentinels: int = 3,
+    tls: TlsFiles | None = None,
+    server_args: tuple[str, ...] = (),
 ) -> SentinelGroup:
     """Start a master, ``replicas`` replicas of it and ``sentinels`` sentinels (quorum 2),
-    all TLS-only with ``tls``.
+    all TLS-only with ``tls``; ``server_args`` go to the master and the replicas.
 
     Returns once every sentinel sees all replicas and the other sentinels, so a
     failover can start as soon as the master goes.
     """
-    extra = tls_server_args(tls) if tls else []
+    secure = tls_server_args(tls) if tls else []
+    extra = [*secure, *server_args]
     on_tls = tls is not None
     master = servers.start(*extra, tls_port=on_tls)
     copies = [
@@ -158,7 +163,7 @@ def start_sentinel_group(
         f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n"
         f"sentinel parallel-syncs {MASTER_NAME} {replicas}\n"
     )
-    watchers = [servers.start(*extra, sentinel=conf, tls_port=on_tls) for _ in range(sentinels)]
+    watchers = [servers.start(*secure, sentinel=conf, tls_port=on_tls) for _ in range(sentinels)]
     group = SentinelGroup(master, copies, watchers, tls)
     deadline = time.monotonic() + 20
     while not all(_sees_everyone(group, s, replicas, sentinels - 1) for s in watchers):

@@ -23,7 +23,7 @@ from redisfuse.backend.fsck import fsck
 
 from .certs import make_tls_files
 from .cli import redisfuse
-from .servers import Servers, master_port, start_sentinel_group
+from .servers import SentinelGroup, Servers, master_port, start_sentinel_group
 
 RECORD = 64
 BEFORE, AFTER = 20, 20
@@ -111,3 +111,49 @@ async def test_a_tls_only_sentinel_group_follows_a_failover(
         assert done.returncode == 0, f"{command}: {done.stderr}"
     async with open_volume(volume=volume_name, options=RedisOptions(url=group.url, **tls)) as vol:
         assert await vol.read_file("/after") == b"2" * 100_000
+
+
+def _cut_replication(group: SentinelGroup) -> None:
+    """Switch the replicas' ACL user off at the master and cut their links."""
+    with group.client(group.master.port) as master:
+        master.acl_setuser("repl", enabled=False)
+        master.client_kill_filter(_type="replica")
+        while master.info("replication")["connected_slaves"]:
+            time.sleep(0.01)
+
+
+async def test_changes_lost_in_a_failover_fail_the_next_fsync(
+    servers: Servers, volume_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The window a barrier cannot close by waiting: the master acknowledges a
+    change and dies before any replica has it (here: the replicas are frozen
+    meanwhile). The next fsync's barrier then runs at the promoted replica,
+    whose WAIT succeeds; it must still fail with EIO, as the change is gone.
+
+    The replicas sync as an ACL user of their own, which is switched off (and
+    their links cut) to stop replication: a frozen replica would still find
+    the change in its socket buffer when it wakes."""
+    repl = ("--masteruser", "repl", "--masterauth", "repl-pw",
+            "--user", "repl", "on", ">repl-pw", "+psync", "+replconf", "+ping")  # fmt: skip
+    group = start_sentinel_group(servers, server_args=repl)
+    options = RedisOptions(url=group.url, replicas=1, replica_timeout=10.0, retry_deadline=30.0)
+    async with open_volume(volume=volume_name, options=options) as vol:
+        f = await vol.open("/log", "wb")
+        await f.write(_record(0))
+        await f.flush()  # confirmed by a replica
+        _cut_replication(group)
+        await vol.mkdir("/acknowledged-then-lost")  # the master alone has it
+        group.master.proc.send_signal(signal.SIGKILL)
+        group.master.proc.wait()
+        await f.write(_record(1))
+        with caplog.at_level(logging.ERROR), pytest.raises(FSError) as caught:
+            await f.flush()  # the commit goes to the promoted replica; so does the barrier
+        assert caught.value.errno == errno.EIO
+        assert "1 change(s) this mount saw acknowledged are missing" in caplog.text
+        wait = vol.inodes.replica_wait
+        assert wait is not None and wait.lost == 1
+        assert not await vol.exists("/acknowledged-then-lost")
+        await f.write(_record(2))
+        await f.flush()  # reported once; later changes are confirmed again
+        await f.close()
+        assert await vol.read_file("/log") == b"".join(_record(i) for i in range(3))

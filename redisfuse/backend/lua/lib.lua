@@ -91,7 +91,10 @@ local function once(run)
     result = cmsgpack.unpack(prev)
   else
     result = run()
-    if result[1] == 0 then redis.call('HSET', rq, rid, cmsgpack.pack(result)) end
+    if result[1] == 0 then
+      redis.call('HSET', rq, rid, cmsgpack.pack(result))
+      redis.call('HINCRBY', rq, 'acked', 1)  -- see ``rq:SID`` in keys.py
+    end
   end
   if forget ~= '' then
     local ids = {}
