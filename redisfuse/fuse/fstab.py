@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from ..backend.transport import redact
 from .errors import EXIT_USAGE, UsageError
 
 IGNORED = frozenset(
@@ -52,7 +53,13 @@ ALIASES = {"ro": "read_only", "log": "log_file"}
 NOT_FROM_FSTAB = frozenset({"help", "background", "redis_password", "fuse_options"})
 """Mount options that make no sense in (or must not be written into) an fstab line."""
 
-URL_SCHEMES = ("redis://", "rediss://", "unix://")
+URL_SCHEMES = (
+    "redis://", "rediss://", "unix://",
+    "redis+sentinel://", "rediss+sentinel://", "redis+cluster://", "rediss+cluster://",
+)  # fmt: skip
+"""Sources that are a Redis URL; the volume is the path's last part (``redis``,
+``rediss``), else ``?volume=V`` or the ``volume=`` mount option (a Sentinel
+URL's path names the master and database; a cluster's has none)."""
 
 
 @dataclass
@@ -123,6 +130,8 @@ def _parse_url(url: str, volume: str | None = None) -> tuple[str, str | None, st
 
 
 def _split_options(raw: Sequence[str]) -> list[str]:
+    """mount.fuse3's ``-o`` groups, split at commas (a comma in an fstab option value
+    cannot be told apart; none of ours takes one)."""
     return [opt.strip() for group in raw for opt in group.split(",")]
 
 
@@ -169,8 +178,10 @@ def translate(argv: Sequence[str], parser: argparse.ArgumentParser) -> Translati
             out += [flag, value] if takes_value else [flag]
         else:
             fuse.append(opt)
-    if fuse:
-        out += ["-o", ",".join(fuse)]
+    # The source as written in fstab (commas escaped for libfuse's option parser),
+    # so that /proc/mounts matches the line and ``mount -a`` skips it once mounted.
+    fuse.append("fsname=" + redact(args.source).replace("\\", "\\\\").replace(",", "\\,"))
+    out += ["-o", ",".join(fuse)]
     return Translation(out, env)
 
 

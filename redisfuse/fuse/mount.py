@@ -94,14 +94,33 @@ def check_event_loop(loop: str) -> None:
 
 def fuse_option_set(config: MountConfig) -> set[str]:
     options = set(pyfuse3.default_options)
-    options |= {f"fsname=redisfuse:{config.volume}", "subtype=redisfuse"}
+    options.add("subtype=redisfuse")
     if config.allow_other:
         options.add("allow_other")
     if config.read_only:
         options.add("ro")
     for raw in config.fuse_options:
-        options |= {opt.strip() for opt in raw.split(",") if opt.strip()}
+        options |= {opt.strip() for opt in _split_unescaped(raw) if opt.strip()}
+    if not any(opt.startswith("fsname=") for opt in options):
+        options.add(f"fsname=redisfuse:{config.volume}")  # what df and /proc/mounts show
     return options
+
+
+def _split_unescaped(raw: str) -> list[str]:
+    """``-o`` options split at commas, except escaped ones (``\\,``, as libfuse reads them)."""
+    parts = [""]
+    escaped = False
+    for char in raw:
+        if escaped:
+            parts[-1] += "\\" + char
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ",":
+            parts.append("")
+        else:
+            parts[-1] += char
+    return parts
 
 
 async def _serve(config: MountConfig) -> None:

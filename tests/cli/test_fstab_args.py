@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from redisfuse.backend import RedisOptions
 from redisfuse.fuse import fstab
 from redisfuse.fuse.cli import main, mount_parser
 from redisfuse.fuse.errors import UsageError
+from redisfuse.fuse.mount import MountConfig, fuse_option_set
 
 
 @pytest.mark.parametrize(
@@ -22,6 +24,12 @@ from redisfuse.fuse.errors import UsageError
         ("vol", (None, None, "vol")),
         ("unix:///run/r.sock?volume=v&db=1", ("unix:///run/r.sock?db=1", None, "v")),
         ("redis://h", ("redis://h/0", None, None)),
+        (
+            "redis+sentinel://u:pw@a:1,b:2/mymaster/2?volume=v",
+            ("redis+sentinel://u@a:1,b:2/mymaster/2", "pw", "v"),
+        ),
+        ("rediss+cluster://a:1,b:2?volume=v", ("rediss+cluster://a:1,b:2", None, "v")),
+        ("redis+cluster://a:1", ("redis+cluster://a:1", None, None)),
     ],
 )
 def test_sources(source: str, expected: tuple[str | None, str | None, str | None]) -> None:
@@ -45,9 +53,36 @@ def test_options_map_to_mount_arguments(tmp_path: Path) -> None:
     assert t.argv == [
         "/mnt/x", "--background", "--redis-url", "redis://h:1/0", "--volume", "v",
         "--event-loop", "trio", "--debug", "--allow-other", "--log-file", "/tmp/l",
-        "--cache-size", "8", "--read-only", "-o", "nodev,noatime,suid",
+        "--cache-size", "8", "--read-only", "-o", "nodev,noatime,suid,fsname=v@h:1",
     ]  # fmt: skip
     assert t.env == {"REDIS_PASSWORD": "s3cret"}
+
+
+@pytest.mark.parametrize(
+    ("source", "fsname"),
+    [
+        ("redis://h:1/vol", "redis://h:1/vol"),
+        ("redis://:secret@h:1/vol", "redis://***@h:1/vol"),
+        ("redis+sentinel://a:1,b:2/m?volume=v", "redis+sentinel://a:1\\,b:2/m?volume=v"),
+    ],
+)
+def test_the_mount_is_named_by_its_fstab_source(source: str, fsname: str) -> None:
+    """/proc/mounts then shows the fstab line's source (so ``mount -a`` finds it
+    mounted), never a password, with commas escaped for libfuse."""
+    t = fstab.translate([source, "/mnt/x"], mount_parser("redisfuse"))
+    assert t.argv[-2:] == ["-o", f"fsname={fsname}"]
+
+
+def test_split_options_keeps_escaped_commas() -> None:
+    config = MountConfig(
+        mountpoint="/mnt/x",
+        redis=RedisOptions(),
+        volume="v",
+        fuse_options=["ro,fsname=a\\,b,noatime"],
+    )
+    options = fuse_option_set(config)
+    assert {"ro", "fsname=a\\,b", "noatime"} <= options
+    assert not any(o.startswith("fsname=redisfuse:") for o in options)
 
 
 @pytest.mark.parametrize(

@@ -126,3 +126,42 @@ def test_mount_by_fstab_line(
             subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True, check=False)
         for pid in _daemons(mnt):
             os.kill(pid, 9)
+
+
+def test_mount_a_again_leaves_one_mount(
+    helper: Path, redis_server: RedisServer, volume_name: str, tmp_path: Path
+) -> None:
+    """``mount -a`` skips a line that is mounted already: /proc/mounts names the
+    mount by the line's source (a second mount of the same volume would stack)."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    log = tmp_path / "mount.log"
+    source = f"{volume_name}@{redis_server.host}:{redis_server.port}"
+    fstab = tmp_path / "fstab"
+    fstab.write_text(f"{source} {mnt} fuse.redisfuse log={log},session_timeout=20 0 0\n")
+
+    def mounts_at_mnt() -> list[str]:
+        with open("/proc/mounts", encoding="utf-8") as mounts:
+            return [m for m in mounts if f" {mnt} " in m]
+
+    try:
+        for _ in range(2):
+            done = subprocess.run(
+                ["mount", "-a", "-T", str(fstab)], capture_output=True, text=True, timeout=60
+            )
+            assert done.returncode == 0, f"{done.stderr}\n{log.read_text() if log.exists() else ''}"
+        lines = mounts_at_mnt()
+        assert len(lines) == 1, lines
+        assert lines[0].split()[0] == source
+        assert len(_daemons(mnt)) == 1
+        umount = subprocess.run(["umount", str(mnt)], capture_output=True, text=True, timeout=60)
+        assert umount.returncode == 0, umount.stderr
+        assert not mounts_at_mnt()
+    finally:
+        while is_mounted(mnt):
+            subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True, check=False)
+        deadline = time.monotonic() + 20
+        while _daemons(mnt) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in _daemons(mnt):
+            os.kill(pid, 9)
