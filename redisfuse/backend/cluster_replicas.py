@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import cast
+from collections.abc import Awaitable, Callable
+from typing import TypeVar, cast
 
 from redis.asyncio import ConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
@@ -43,6 +44,8 @@ from .keys import Keys
 from .replicas import ReplicaWait
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 BARRIER_SCRIPT = "redis.call('SET', KEYS[1], '1') return redis.call('DEL', KEYS[1])"
 """Replicated as SET + DEL in one MULTI: a write on the connection, and no key left."""
@@ -90,22 +93,68 @@ class ClusterReplicaWait(ReplicaWait):
 
     async def reached(self) -> tuple[int, int]:
         cluster = cast(DeadlineCluster, self.client)
-        retry = cluster.deadline_retry
         counted = self.keys.requests(self.ctx.session)
 
         async def attempt() -> tuple[int, int]:
-            try:
-                targets = barrier_keys(cluster, self.keys, counted)
-                if counted not in targets.values():
-                    raise ClusterDownError(f"no master serves {counted!r}'s slot")
-                replies = await asyncio.gather(
-                    *(self._barrier(name, key, key == counted) for name, key in targets.items())
-                )
-            except _START_OVER as exc:
-                log.debug("replica barrier starts over on a new slot map: %r", exc)
-                raise ConnectionError(f"replica barrier: {exc}") from exc
+            targets = barrier_keys(cluster, self.keys, counted)
+            if counted not in targets.values():
+                raise ClusterDownError(f"no master serves {counted!r}'s slot")
+            replies = await asyncio.gather(
+                *(self._barrier(name, key, key == counted) for name, key in targets.items())
+            )
             seen = next(seen for _, seen in replies if seen is not None)
             return min(reached for reached, _ in replies), seen
+
+        return cast(tuple[int, int], await self._on_fresh_maps(attempt))
+
+    async def store_objects(self, names: list[str], blobs: list[bytes]) -> None:
+        """SET new objects and return once each master holding some has them on
+        ``replicas`` replicas (EIO when one has not): a block map may name them then.
+
+        The SETs and the WAIT travel on one connection per master, so the WAIT
+        counts exactly them; a master lost before its WAIT replied gets them
+        again at its successor (objects are immutable: storing twice is harmless),
+        so an object a dead master took with it is never named.
+        """
+        cluster = cast(DeadlineCluster, self.client)
+
+        async def attempt() -> int:
+            groups: dict[str, list[tuple[str, bytes]]] = {}
+            slots = cluster.nodes_manager.slots_cache
+            for name, blob in zip(names, blobs, strict=True):
+                owners = slots.get(cluster.keyslot(name))
+                if not owners:
+                    raise ClusterDownError(f"no master serves {name!r}'s slot")
+                groups.setdefault(owners[0].name, []).append((name, blob))
+            replies = await asyncio.gather(
+                *(self._store_on(node, items) for node, items in groups.items())
+            )
+            return min(replies, default=self.replicas)
+
+        reached = cast(int, await self._on_fresh_maps(attempt))
+        if reached < self.replicas:
+            self.too_few(reached)
+
+    async def _store_on(self, name: str, items: list[tuple[str, bytes]]) -> int:
+        """SET ``items`` on one master and WAIT, in one pipeline (one connection)."""
+        pipe = self._node_client(name).pipeline(transaction=False)
+        for key, blob in items:
+            pipe.set(key, blob)
+        pipe.execute_command("WAIT", self.replicas, self.timeout_ms)
+        return int((await pipe.execute())[-1])
+
+    async def _on_fresh_maps(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run ``attempt`` until it succeeds or the retry deadline passes, re-reading
+        the slot map after each failure that an out-of-date map or a lost master
+        explains (a refusal such as OOM is raised at once)."""
+        cluster = cast(DeadlineCluster, self.client)
+
+        async def once() -> T:
+            try:
+                return await attempt()
+            except _START_OVER as exc:
+                log.debug("replica wait starts over on a new slot map: %r", exc)
+                raise ConnectionError(f"replica wait: {exc}") from exc
 
         async def start_over(_: Exception) -> None:
             try:
@@ -113,7 +162,7 @@ class ClusterReplicaWait(ReplicaWait):
             except RedisClusterException as exc:
                 log.debug("slot map not read yet: %r", exc)
 
-        return cast(tuple[int, int], await retry.call_with_retry(attempt, start_over))
+        return cast(T, await cluster.deadline_retry.call_with_retry(once, start_over))
 
     async def _barrier(self, name: str, key: str, counts: bool) -> tuple[int, int | None]:
         """The barrier on one master: how many of its replicas have our writes there,
@@ -133,11 +182,9 @@ class ClusterReplicaWait(ReplicaWait):
         if client is None:
             node = cast(RedisCluster, self.client).get_node(node_name=name)
             node = cast(ClusterNode, node)
-            # The node's own settings (TLS, password, timeouts); one connection, so
-            # that the pipeline's WAIT follows its write on the same connection.
-            pool = ConnectionPool(
-                connection_class=node.connection_class, max_connections=1, **node.connection_kwargs
-            )
+            # The node's own settings (TLS, password, timeouts). A pipeline holds one
+            # connection from its first command to its reply: WAIT follows its writes.
+            pool = ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
             client = self.nodes[name] = Redis.from_pool(pool)
         return client
 

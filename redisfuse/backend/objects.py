@@ -15,7 +15,7 @@ coroutines of their own (split by slot) instead of queueing them.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from redis.asyncio import Redis
 
@@ -25,12 +25,21 @@ CHUNK = 1000
 """Keys per multi-key command (tagged layout) or per pipeline (spread layout)."""
 
 
+class ReplicatedStore(Protocol):
+    """Stores objects and returns once they reached the replicas (cluster_replicas.py)."""
+
+    async def store_objects(self, names: list[str], blobs: list[bytes]) -> None: ...
+
+
 class Objects:
     """Object I/O of one volume over one client (plain or cluster)."""
 
     def __init__(self, client: Redis, keys: Keys) -> None:
         self.client = client
         self.keys = keys
+        self.replicated: ReplicatedStore | None = None
+        """Set with ``--replicas`` on a cluster: new objects reach the replicas before
+        any block map names them (a master's failover could take them along)."""
 
     def __repr__(self) -> str:
         return f"<Objects {self.keys.volume!r} {self.keys.layout}>"
@@ -61,6 +70,9 @@ class Objects:
     async def store_all(self, ids: list[int], blobs: list[bytes]) -> None:
         """SET new objects; raise the first refusal, or the error of a reply lost
         for good, so that nothing names objects that may not be stored."""
+        if self.replicated is not None:
+            await self.replicated.store_objects([self.keys.obj(i) for i in ids], blobs)
+            return
         failed = next((r for r in await self.store(ids, blobs) if isinstance(r, Exception)), None)
         if failed is not None:
             raise failed

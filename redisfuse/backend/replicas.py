@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import logging
+from typing import NoReturn
 
 from redis.exceptions import RedisError
 
@@ -72,20 +73,24 @@ class ReplicaWait:
         if seen < expected:
             self._lost(expected - seen)
         if reached < self.replicas:
-            self.failures += 1
-            log.warning(
-                "write reached %d of %d replicas within %.1f s (Redis at %s): "
-                "fsync/close fail with EIO; check the replicas' links (INFO replication)",
-                reached,
-                self.replicas,
-                self.timeout_ms / 1000,
-                self.address,
-            )
-            raise FSError(
-                errno.EIO,
-                f"write reached {reached} of {self.replicas} replicas within "
-                f"{self.timeout_ms / 1000:.1f} s",
-            )
+            self.too_few(reached)
+
+    def too_few(self, reached: int) -> NoReturn:
+        """Report a wait that ended with fewer than ``replicas`` replicas (EIO)."""
+        self.failures += 1
+        log.warning(
+            "write reached %d of %d replicas within %.1f s (Redis at %s): "
+            "fsync/close fail with EIO; check the replicas' links (INFO replication)",
+            reached,
+            self.replicas,
+            self.timeout_ms / 1000,
+            self.address,
+        )
+        raise FSError(
+            errno.EIO,
+            f"write reached {reached} of {self.replicas} replicas within "
+            f"{self.timeout_ms / 1000:.1f} s",
+        )
 
     def _lost(self, missing: int) -> None:
         """Report changes the server no longer has (once: the count starts over from

@@ -758,6 +758,8 @@ async def open_volume(
         if opts.replicas > 0:
             barrier = ClusterReplicaWait if is_cluster(client) else ReplicaWait
             inodes.replica_wait = barrier(ctx, opts.replicas, opts.replica_timeout)
+            if isinstance(inodes.replica_wait, ClusterReplicaWait) and keys.spread:
+                inodes.data.objects.replicated = inodes.replica_wait
         try:
             await inodes.sessions.register(mountpoint, event_loop)
             if quota_bytes is not None or quota_inodes is not None:

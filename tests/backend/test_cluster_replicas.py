@@ -16,8 +16,10 @@ import logging
 import os
 import re
 import signal
+import time
 
 import pytest
+from redis import Redis
 
 from redisfuse.backend import FSError, RedisOptions, open_volume
 from redisfuse.backend.fsck import fsck
@@ -96,5 +98,56 @@ async def test_acknowledged_files_survive_killing_masters(redis_factory, volume_
     async with open_volume(volume=volume_name, options=RedisOptions(url=cluster.url)) as fresh:
         for path, data in writer.acked.items():
             assert await fresh.read_file(path) == data, path
+        report = await fsck(fresh.inodes.ctx.client, volume_name)
+        assert report.ok, str(report)
+
+
+REPLICATION_USER = (
+    "--masteruser", "repl", "--masterauth", "repl-pw",
+    "--user", "repl", "on", ">repl-pw", "+psync", "+replconf", "+ping", "+sync",
+)  # fmt: skip
+"""Replicas sync as an ACL user of their own, which a test can switch off at one master."""
+
+
+def _cut_replication(cluster: RedisClusterInfo, port: int) -> None:
+    """Stop the master at ``port`` replicating: its replicas' user off, their links cut
+    (freezing a replica would not do: the kernel still takes the stream for it)."""
+    with Redis(port=port, decode_responses=True) as master:
+        master.acl_setuser("repl", enabled=False)
+        master.client_kill_filter(_type="replica")
+        while master.info("replication")["connected_slaves"]:
+            time.sleep(0.01)
+
+
+async def test_objects_a_dead_master_took_along_are_never_named(  # type: ignore[no-untyped-def]
+    redis_factory, volume_name: str
+) -> None:
+    """A master that acknowledged a file's objects dies before any replica has them.
+    The commit must not name them: with ``--replicas`` its objects wait for a replica
+    first, so the file's flush goes on at the promoted replica (objects stored
+    again) and the file is whole; the old order (commit, then a barrier that ran
+    at the promoted replica) left a block map naming objects that were gone."""
+    cluster = start_cluster(
+        lambda *args: redis_factory(*args, *REPLICATION_USER), replicas=2, node_timeout_ms=1000
+    )
+    keys = Keys(volume_name)
+    options = RedisOptions(url=cluster.url, replicas=1, retry_deadline=30.0)
+    data = os.urandom(24 * BLOCK)
+    async with open_volume(volume=volume_name, options=options) as vol:
+        await vol.write_file("/before", b"x")  # the volume exists; every master is in use
+        meta = cluster.master_of(keys.setting)
+        doomed = next(p for p in cluster.masters() if p != meta)
+        f = await vol.open("/f", "wb")
+        await f.write(data)  # buffered: nothing is stored yet
+        _cut_replication(cluster, doomed)
+        flush = asyncio.create_task(f.flush())
+        await asyncio.sleep(0.5)  # its objects are on the doomed master, no replica has them
+        cluster.kill(doomed)
+        await asyncio.wait_for(flush, 30)
+        await f.close()
+        assert doomed not in cluster.masters()
+        assert await vol.read_file("/f") == data
+    async with open_volume(volume=volume_name, options=RedisOptions(url=cluster.url)) as fresh:
+        assert await fresh.read_file("/f") == data
         report = await fsck(fresh.inodes.ctx.client, volume_name)
         assert report.ok, str(report)
