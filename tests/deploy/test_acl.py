@@ -23,6 +23,7 @@ from redisfuse.backend import acl as acl_module
 from redisfuse.backend.acl import COMMANDS
 from redisfuse.backend.keys import Keys
 from redisfuse.fuse.errors import EXIT_REDIS
+from tests.cluster_redis import start_cluster
 
 from .cli import redisfuse
 
@@ -159,3 +160,27 @@ async def test_a_wrong_password_in_the_url_never_shows(acl_server) -> None:  # t
     done = redisfuse("status", "--redis-url", url, "--volume", volume)
     assert done.returncode == EXIT_REDIS
     assert done.stderr.count("\n") == 1 and wrong not in done.stderr, done.stderr
+
+
+async def test_the_volume_user_on_a_cluster_with_replicas(redis_factory) -> None:  # type: ignore[no-untyped-def]
+    """On a cluster the rule goes to every node (replicas too: one may be promoted).
+    A volume's user then mounts with ``--replicas 1`` (objects spread over every
+    master, a WAIT per master), runs fsck, gc and status, and no node logged a
+    denial."""
+    cluster = start_cluster(redis_factory, replicas=1)
+    volume, user, password = f"t-{secrets.token_hex(4)}", "fsuser", secrets.token_hex(16)
+    for port in cluster.ports:
+        create_volume_user(f"redis://127.0.0.1:{port}/0", volume, user, password)
+    options = RedisOptions(url=cluster.url, username=user, password=password, replicas=1)
+    data = secrets.token_bytes(24 * 65536)
+    async with open_volume(volume=volume, options=options) as vol:
+        await vol.write_file("/f", data)
+        await vol.rename("/f", "/g")
+        assert await vol.read_file("/g") == data
+    url = f"redis+cluster://{user}@" + ",".join(cluster.nodes)
+    env = {"REDISFUSE_REDIS_PASSWORD": password}
+    for command in ("fsck", "gc", "status"):
+        done = redisfuse(command, "--redis-url", url, "--volume", volume, env=env)
+        assert done.returncode == 0, f"{command}: {done.stderr}"
+    for port in cluster.ports:
+        assert acl_denials(f"redis://127.0.0.1:{port}/0", user) == [], port
