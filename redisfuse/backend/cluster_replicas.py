@@ -117,6 +117,7 @@ class ClusterReplicaWait(ReplicaWait):
         so an object a dead master took with it is never named.
         """
         cluster = cast(DeadlineCluster, self.client)
+        self.waits += 1
 
         async def attempt() -> int:
             groups: dict[str, list[tuple[str, bytes]]] = {}

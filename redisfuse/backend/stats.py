@@ -77,6 +77,12 @@ class BackendStats:
     events_entry: int = 0
     events_peer: int = 0
     events_resync: int = 0
+    replica_waits: int = 0
+    """fsync/close (and, on a cluster, commits) that waited for replicas (``--replicas``)."""
+    replica_failures: int = 0
+    """Waits that ended with too few replicas (EIO)."""
+    replica_lost_changes: int = 0
+    """Acknowledged changes found lost in a failover (EIO)."""
 
 
 def snapshot(inodes: Inodes) -> BackendStats:
@@ -87,6 +93,7 @@ def snapshot(inodes: Inodes) -> BackendStats:
     retries = retry_stats(ctx.client)
     block = inodes.data.cache
     meta = ctx.cache
+    wait = inodes.replica_wait
     return BackendStats(
         volume=ctx.keys.volume,
         session=int(ctx.session),
@@ -115,4 +122,7 @@ def snapshot(inodes: Inodes) -> BackendStats:
         events_entry=counters.events_entry,
         events_peer=counters.events_peer,
         events_resync=counters.events_resync,
+        replica_waits=wait.waits if wait is not None else 0,
+        replica_failures=wait.failures if wait is not None else 0,
+        replica_lost_changes=wait.lost if wait is not None else 0,
     )

@@ -44,6 +44,9 @@ COUNTERS = (
     ("redis_loaded_bytes", "object_bytes_loaded", "Stored (compressed) block bytes fetched"),
     ("redis_stored_bytes", "object_bytes_stored", "Stored (compressed) block bytes sent"),
     ("session_renewals", "session_renewals", "New sessions after this one was declared dead"),
+    ("replica_waits", "replica_waits", "Waits for replicas (--replicas: fsync, close)"),
+    ("replica_failures", "replica_failures", "Waits that ended with too few replicas (EIO)"),
+    ("replica_lost_changes", "replica_lost_changes", "Acknowledged changes lost in a failover"),
 )
 """(metric name without prefix, BackendStats field, help) of the backend's counters."""
 

@@ -24,6 +24,7 @@ from redis import Redis
 from redisfuse.backend import FSError, RedisOptions, open_volume
 from redisfuse.backend.fsck import fsck
 from redisfuse.backend.keys import Keys
+from redisfuse.backend.stats import snapshot
 from tests.backend.test_cluster_failover import DEADLINE_S, PER_PHASE, Writer, kill_and_go_on
 from tests.cluster_redis import RedisClusterInfo, start_cluster
 
@@ -64,6 +65,8 @@ async def test_fsync_waits_for_the_replicas_of_every_master(  # type: ignore[no-
         await f.close()
         wait = vol.inodes.replica_wait
         assert wait is not None and wait.failures == 1
+        state = snapshot(vol.inodes)  # what --metrics exports
+        assert state.replica_failures == 1 and state.replica_waits >= 3
         assert await vol.read_file("/first") == first
         assert await vol.read_file("/second") == second
         report = await fsck(vol.inodes.ctx.client, volume_name)

@@ -20,6 +20,7 @@ import pytest
 from redisfuse.backend import FSError, RedisOptions, open_volume
 from redisfuse.backend.connect import retry_stats
 from redisfuse.backend.fsck import fsck
+from redisfuse.backend.stats import snapshot
 
 from .certs import make_tls_files
 from .cli import redisfuse
@@ -152,6 +153,7 @@ async def test_changes_lost_in_a_failover_fail_the_next_fsync(
         assert "1 change(s) this mount saw acknowledged are missing" in caplog.text
         wait = vol.inodes.replica_wait
         assert wait is not None and wait.lost == 1
+        assert snapshot(vol.inodes).replica_lost_changes == 1  # what --metrics exports
         assert not await vol.exists("/acknowledged-then-lost")
         await f.write(_record(2))
         await f.flush()  # reported once; later changes are confirmed again
