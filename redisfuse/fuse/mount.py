@@ -9,6 +9,7 @@ FUSE loop; buffered writes are flushed when the volume closes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
 import logging
@@ -24,7 +25,7 @@ import pyfuse3
 
 from ..backend import RedisOptions, open_volume
 from ..errors import FSError
-from . import loops
+from . import loops, stackdump
 from .crossing import Crossing
 from .errors import EXIT_FUSE, EXIT_MOUNTPOINT, EXIT_USAGE, UsageError, startup_error
 from .invalidate import KernelInvalidator
@@ -107,6 +108,7 @@ def fuse_option_set(config: MountConfig) -> set[str]:
 async def _serve(config: MountConfig) -> None:
     async with contextlib.AsyncExitStack() as stack:
         crossing = await stack.enter_async_context(loops.open_crossing(config.event_loop))
+        stackdump.set_backend_loop(await crossing.call(_running_loop))
         volume_cm = open_volume(
             volume=config.volume,
             options=config.redis,
@@ -169,6 +171,10 @@ async def _serve(config: MountConfig) -> None:
             log.info("unmounted %s%s", config.mountpoint, "" if unmounted else " after a signal")
 
 
+async def _running_loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
+
+
 def _shielded_exit(
     crossing: Crossing, cm: contextlib.AbstractAsyncContextManager[Any]
 ) -> Callable[..., Awaitable[bool | None]]:
@@ -228,6 +234,7 @@ def run(config: MountConfig) -> None:
     check_fuse()
     check_event_loop(config.event_loop)
     check_mountpoint(config.mountpoint)
+    stackdump.install()
     if config.metrics_address is not None:
         from . import prometheus
 
