@@ -1,10 +1,11 @@
 """The backend beneath trio: the path API through trio-asyncio, as the FUSE bridge runs it.
 
 Shortcuts these tests take: plain sync tests that call ``trio.run`` themselves
-(no trio pytest plugin); the asyncio side is entered with
-``trio_asyncio.aio_as_trio(fn)(*args)``, the one form the bridge uses. The
-module is skipped where the ``fuse`` extra (trio, trio-asyncio) is absent, as
-in the ``backend-only`` tox env.
+(no trio pytest plugin); the backend tests enter the asyncio side with
+``trio_asyncio.aio_as_trio(fn)(*args)``, the bridge tests through the bridge
+itself (``redisfuse.fuse.bridge``), in a fresh interpreter. The module is
+skipped where the ``fuse`` extra (trio, trio-asyncio) is absent, as in the
+``backend-only`` tox env.
 
 Import order matters: trio-asyncio makes asyncio find its loop by replacing
 ``asyncio.get_running_loop`` when it is imported, and anyio's asyncio backend
