@@ -5,12 +5,19 @@ kernel to drop what it cached (attributes and page cache of an inode, or one
 directory entry). After ``Resync`` (events may have been lost) it drops every
 inode the kernel knows of. ``invalidate_inode`` blocks until the kernel is done,
 so it runs in a worker thread, never in the event loop that serves requests.
+Entry invalidations go, in order, to a thread of our own (``EntryNotifier``)
+rather than to pyfuse3's ``invalidate_entry_async``: pyfuse3 does not wait for
+its thread before it destroys the session at unmount, so invalidations still
+queued then failed (logged as errors with tracebacks) or used a freed session.
 Written with anyio: the same code runs on trio, asyncio and uvloop.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import queue
+import threading
 from collections import Counter
 
 import anyio
@@ -29,6 +36,49 @@ def _drop_inode(ino: int) -> None:
         pyfuse3.invalidate_inode(pyfuse3.InodeT(ino), attr_only=False)
     except OSError:
         pass  # the kernel already forgot it
+
+
+NOTIFIER_DRAIN_S = 5.0
+"""How long unmount waits for queued entry invalidations (they fail fast once unmounted)."""
+
+
+class EntryNotifier:
+    """Sends entry invalidations to the kernel from one thread, in the order queued.
+
+    ``invalidate_entry`` blocks while a related request is in progress, hence the
+    thread. Once the kernel has ended the connection (unmounted) every write to it
+    fails with ENODEV: those are expected and logged at DEBUG. ``aclose`` waits for
+    the thread, so that nothing touches the FUSE session after pyfuse3 closes it.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._run, name="redisfuse-invalidate-entry", daemon=True
+        )
+        self._thread.start()
+
+    def put(self, parent: int, name: bytes) -> None:
+        self._queue.put((parent, name))
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            parent, name = item
+            try:
+                pyfuse3.invalidate_entry(pyfuse3.InodeT(parent), name)
+            except FileNotFoundError:
+                pass  # the kernel does not know the entry
+            except OSError as exc:
+                if exc.errno == errno.ENODEV:
+                    log.debug("entry %r of %d not invalidated: unmounted", name, parent)
+                else:
+                    log.error("could not invalidate entry %r of inode %d: %s", name, parent, exc)
+
+    async def aclose(self) -> None:
+        """Let the thread send what is queued and end (waiting at most NOTIFIER_DRAIN_S)."""
+        self._queue.put(None)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(NOTIFIER_DRAIN_S):
+            await anyio.to_thread.run_sync(self._thread.join, abandon_on_cancel=True)
 
 
 class KernelInvalidator:
@@ -53,33 +103,35 @@ class KernelInvalidator:
     async def run(self) -> None:
         """Consume events until cancelled.
 
-        Entry invalidations are queued to pyfuse3's notification thread at once;
+        Entry invalidations are queued to the EntryNotifier's thread at once;
         inode invalidations (which block until the kernel is done) go to a worker
         task, so a slow one never delays the events behind it.
         """
         send, receive = anyio.create_memory_object_stream[int](100_000)
-        async with send, receive, anyio.create_task_group() as tasks:
-            tasks.start_soon(self._drop_inodes, receive)
-            while True:
-                try:
-                    await self._consume(send)
-                except Exception:
-                    # The event stream reconnects by itself; anything else is a bug,
-                    # which must not end the mount: log it, drop what the kernel
-                    # holds, and listen again.
-                    log.exception("change event stream failed; restarting it")
-                    for ino in list(self.known):
-                        send.send_nowait(ino)
-                    await anyio.sleep(1.0)
+        entries = EntryNotifier()
+        try:
+            async with send, receive, anyio.create_task_group() as tasks:
+                tasks.start_soon(self._drop_inodes, receive)
+                while True:
+                    try:
+                        await self._consume(send, entries)
+                    except Exception:
+                        # The event stream reconnects by itself; anything else is a bug,
+                        # which must not end the mount: log it, drop what the kernel
+                        # holds, and listen again.
+                        log.exception("change event stream failed; restarting it")
+                        for ino in list(self.known):
+                            send.send_nowait(ino)
+                        await anyio.sleep(1.0)
+        finally:
+            await entries.aclose()
 
-    async def _consume(self, send: MemoryObjectSendStream[int]) -> None:
+    async def _consume(self, send: MemoryObjectSendStream[int], entries: EntryNotifier) -> None:
         async for event in self.boundary.iterate(self.fs.events()):
             self.events += 1
             if isinstance(event, EntryChanged):
                 self.entry_invalidations += 1
-                pyfuse3.invalidate_entry_async(
-                    pyfuse3.InodeT(event.parent), event.name, ignore_enoent=True
-                )
+                entries.put(event.parent, event.name)
             elif isinstance(event, InodeChanged):
                 if event.ino in self.known:
                     send.send_nowait(event.ino)

@@ -9,7 +9,9 @@ FUSE loop; buffered writes are flushed when the volume closes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import importlib.util
 import logging
 import os
@@ -24,7 +26,7 @@ import pyfuse3
 
 from ..backend import RedisOptions, open_volume
 from ..errors import FSError
-from . import loops
+from . import loops, stackdump
 from .crossing import Crossing
 from .errors import EXIT_FUSE, EXIT_MOUNTPOINT, EXIT_USAGE, UsageError, startup_error
 from .invalidate import KernelInvalidator
@@ -126,6 +128,7 @@ def _split_unescaped(raw: str) -> list[str]:
 async def _serve(config: MountConfig) -> None:
     async with contextlib.AsyncExitStack() as stack:
         crossing = await stack.enter_async_context(loops.open_crossing(config.event_loop))
+        stackdump.set_backend_loop(await crossing.call(_running_loop))
         volume_cm = open_volume(
             volume=config.volume,
             options=config.redis,
@@ -188,6 +191,10 @@ async def _serve(config: MountConfig) -> None:
             log.info("unmounted %s%s", config.mountpoint, "" if unmounted else " after a signal")
 
 
+async def _running_loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
+
+
 def _shielded_exit(
     crossing: Crossing, cm: contextlib.AbstractAsyncContextManager[Any]
 ) -> Callable[..., Awaitable[bool | None]]:
@@ -231,6 +238,31 @@ async def _stop_on_signal() -> None:
             return
 
 
+class AbandonedReplyFilter(logging.Filter):
+    """Logs pyfuse3's "fuse_reply_* failed with ENOENT" at DEBUG instead of ERROR.
+
+    A reply fails with ENOENT when the kernel no longer waits for it: the caller
+    was interrupted, or the file system was unmounted while this process still
+    answered an asynchronous request (the RELEASE that follows a close(), say).
+    libfuse reports nothing then ("ENOENT means the operation was interrupted",
+    fuse_lowlevel.c); pyfuse3 logs an ERROR. The request was served either way.
+    """
+
+    ENOENT = os.strerror(errno.ENOENT)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            record.levelno >= logging.ERROR
+            and "fuse_reply_* failed" in str(record.msg)
+            and isinstance(record.args, tuple)
+            and [str(a) for a in record.args] == [self.ENOENT]
+        ):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.msg = f"{record.msg} (the kernel no longer waited for it)"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
 def _usage_error_in(exc: BaseException) -> UsageError | None:
     """The UsageError inside (possibly nested) exception groups from task groups."""
     if isinstance(exc, UsageError):
@@ -247,6 +279,10 @@ def run(config: MountConfig) -> None:
     check_fuse()
     check_event_loop(config.event_loop)
     check_mountpoint(config.mountpoint)
+    stackdump.install()
+    pyfuse3_log = logging.getLogger("pyfuse3")
+    if not any(isinstance(f, AbandonedReplyFilter) for f in pyfuse3_log.filters):
+        pyfuse3_log.addFilter(AbandonedReplyFilter())
     if config.metrics_address is not None:
         from . import prometheus
 

@@ -1,10 +1,11 @@
 """The backend beneath trio: the path API through trio-asyncio, as the FUSE bridge runs it.
 
 Shortcuts these tests take: plain sync tests that call ``trio.run`` themselves
-(no trio pytest plugin); the asyncio side is entered with
-``trio_asyncio.aio_as_trio(fn)(*args)``, the one form the bridge uses. The
-module is skipped where the ``fuse`` extra (trio, trio-asyncio) is absent, as
-in the ``backend-only`` tox env.
+(no trio pytest plugin); the backend tests enter the asyncio side with
+``trio_asyncio.aio_as_trio(fn)(*args)``, the bridge tests through the bridge
+itself (``redisfuse.fuse.bridge``), in a fresh interpreter. The module is
+skipped where the ``fuse`` extra (trio, trio-asyncio) is absent, as in the
+``backend-only`` tox env.
 
 Import order matters: trio-asyncio makes asyncio find its loop by replacing
 ``asyncio.get_running_loop`` when it is imported, and anyio's asyncio backend
@@ -171,3 +172,204 @@ def test_large_write_under_trio_asyncio_in_process(
     redis_server: RedisServer, volume_name: str
 ) -> None:
     _run_under_trio(redis_server.url, volume_name, bytes(THREAD_THRESHOLD * 2))
+
+
+BRIDGE_CHILD = r'''
+import asyncio, json, sys
+import trio
+from redisfuse.fuse.bridge import open_crossing  # imports trio-asyncio first, as a mount does
+import anyio
+
+scenario = sys.argv[1]
+
+
+async def wait_until(predicate):
+    while not predicate():
+        await trio.sleep(0.001)
+
+
+async def cancel_once_started(crossing, fn, *args):
+    """Start crossing.call(fn, *args), cancel it once fn reports it started; how it ended."""
+    started = []
+    ended = []
+
+    async def caller(scope_box):
+        with trio.CancelScope() as scope:
+            scope_box.append(scope)
+            try:
+                ended.append(("returned", await crossing.call(fn, started, *args)))
+            except trio.Cancelled:
+                ended.append(("cancelled", None))
+                raise
+
+    box = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(caller, box)
+        await wait_until(lambda: started)
+        box[0].cancel()
+    return ended[0]
+
+
+async def swallows_one_cancellation(started, log):
+    """Loops until cancelled, but swallows the first CancelledError, as Python 3.11's
+    asyncio.wait_for does when its future completes just as the cancellation comes."""
+    started.append(True)
+    swallowed = False
+    for _ in range(2000):  # bounded: after a one-shot cancellation it would loop for ever
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            log.append("cancelled")
+            if swallowed:
+                raise
+            swallowed = True
+    log.append("ran on")
+    return "ran on"
+
+
+async def shielded(started, log, release):
+    with anyio.CancelScope(shield=True):
+        started.append(True)
+        await release.wait()
+        log.append("shielded part done")
+    await asyncio.sleep(3600)
+
+
+async def pings(started, client, state):
+    """A maintain()-like loop of real Redis commands (redis-py's wait_for at each send)."""
+    started.append(True)
+    while True:
+        await client.ping()
+        if state["cancelled"]:
+            state["pings after cancel"] += 1
+            if state["pings after cancel"] > 1000:
+                return "ran on"
+
+
+async def running_loop():
+    return asyncio.get_running_loop()
+
+
+async def main():
+    async with open_crossing() as crossing:
+        if scenario == "swallow":
+            log = []
+            ended = await cancel_once_started(crossing, swallows_one_cancellation, log)
+            return {"ended": ended[0], "log": log}
+        if scenario == "shield":
+            log = []
+            release = asyncio.Event()
+
+            async def caller(scope_box, started, ended):
+                with trio.CancelScope() as scope:
+                    scope_box.append(scope)
+                    try:
+                        await crossing.call(shielded, started, log, release)
+                    except trio.Cancelled:
+                        ended.append("cancelled")
+                        raise
+
+            loop = await crossing.call(running_loop)
+            box, started, ended = [], [], []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(caller, box, started, ended)
+                await wait_until(lambda: started)
+                box[0].cancel()
+                loop.call_soon(release.set)  # after the cancellation reached asyncio
+            return {"ended": ended, "log": log}
+        if scenario == "iterate":
+            log = []
+
+            async def events():
+                try:
+                    while True:
+                        yield "event"
+                        await asyncio.sleep(0)
+                finally:
+                    log.append("backend generator closed")
+
+            got = 0
+            with trio.CancelScope() as scope:
+                async for _ in crossing.iterate(events()):
+                    got += 1
+                    if got == 3:
+                        scope.cancel()
+            log.append("consumer left")
+            return {"got": got, "log": log}
+        if scenario == "redis":
+            from redisfuse.backend.connect import RedisOptions, make_client
+
+            async def new_client():
+                return make_client(RedisOptions(url=sys.argv[2]))
+
+            client = await crossing.call(new_client)
+            results = []
+            try:
+                for trial in range(30):
+                    state = {"cancelled": False, "pings after cancel": 0}
+
+                    async def caller(scope_box, started, ended):
+                        with trio.CancelScope() as scope:
+                            scope_box.append(scope)
+                            try:
+                                ended.append(await crossing.call(pings, started, client, state))
+                            except trio.Cancelled:
+                                ended.append("cancelled")
+                                raise
+
+                    box, started, ended = [], [], []
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(caller, box, started, ended)
+                        await wait_until(lambda: started)
+                        for _ in range(trial % 7):
+                            await trio.sleep(0)  # cancel at different points of a command
+                        state["cancelled"] = True
+                        box[0].cancel()
+                    results.append(ended[0])
+            finally:
+                await crossing.call(client.aclose)
+            return {"results": results}
+    raise SystemExit(f"unknown scenario {scenario}")
+
+
+print(json.dumps(trio.run(main)))
+'''
+
+
+def _bridge(scenario: str, *args: str) -> dict[str, object]:
+    """Run a scenario of BRIDGE_CHILD in a fresh interpreter (import order, see above)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", BRIDGE_CHILD, scenario, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, object] = json.loads(proc.stdout)
+    return result
+
+
+def test_bridge_cancellation_survives_a_swallowed_cancelled_error() -> None:
+    """trio's cancellation is level-triggered across the bridge: a backend call that
+    swallows one CancelledError (as Python 3.11's wait_for in redis-py can) still ends.
+    With trio-asyncio's one-shot Task.cancel() it ran on, and unmount hung in maintain()."""
+    result = _bridge("swallow")
+    assert result == {"ended": "cancelled", "log": ["cancelled", "cancelled"]}
+
+
+def test_bridge_cancellation_honours_the_backends_shielded_scopes() -> None:
+    result = _bridge("shield")
+    assert result == {"ended": ["cancelled"], "log": ["shielded part done"]}
+
+
+def test_bridge_closes_the_backend_iterator_when_the_consumer_is_cancelled() -> None:
+    result = _bridge("iterate")
+    assert result == {"got": 3, "log": ["backend generator closed", "consumer left"]}
+
+
+def test_bridge_cancels_a_loop_of_redis_commands_at_any_point(
+    redis_server: RedisServer,
+) -> None:
+    """The unmount hang as it happened: a loop of real commands, cancelled mid-command."""
+    result = _bridge("redis", redis_server.url)
+    assert result == {"results": ["cancelled"] * 30}

@@ -4,14 +4,16 @@ A mount is ``python -m redisfuse.fuse MOUNTPOINT --redis-url URL --volume V``
 (plus ``--event-loop L`` when pytest runs with ``--event-loop=L``) in a
 subprocess; start waits for the mountpoint while watching the process
 (failing with its log when it dies), stop unmounts with ``fusermount3 -u``,
-falls back to ``-u -z``, then terminate, then kill, and always leaves the
-mountpoint unmounted.
+falls back to ``-u -z``; a process that does not exit then has its stacks
+logged (SIGUSR1) before terminate, then kill; the mountpoint is always left
+unmounted.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -22,6 +24,7 @@ import pytest
 
 READY_DEADLINE_S = 20.0
 STOP_DEADLINE_S = 20.0
+DUMP_DEADLINE_S = 5.0
 
 EVENT_LOOP: str | None = None
 """``--event-loop`` for every mount the tests start (pytest ``--event-loop``); None: the default."""
@@ -133,6 +136,16 @@ def is_mounted(path: Path | str) -> bool:
     return False
 
 
+def _dump_stacks(mount: Mount) -> None:
+    """Have a mount that does not exit log its threads and tasks (SIGUSR1, stackdump.py)."""
+    mount.proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + DUMP_DEADLINE_S
+    while "end of stack dump" not in mount.log() and time.monotonic() < deadline:
+        if mount.proc.poll() is not None:
+            return
+        time.sleep(0.05)
+
+
 def stop_mount(mount: Mount) -> int | None:
     """Unmount and end the process, escalating as needed; returns its exit status."""
     path = str(mount.path)
@@ -141,6 +154,7 @@ def stop_mount(mount: Mount) -> int | None:
         if done.returncode != 0:
             subprocess.run(["fusermount3", "-u", "-z", path], capture_output=True, check=False)
     if not _wait_exit(mount.proc, STOP_DEADLINE_S):
+        _dump_stacks(mount)
         mount.proc.terminate()
         if not _wait_exit(mount.proc, 5):
             mount.proc.kill()

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -50,6 +52,22 @@ def test_log_and_status_name_the_event_loop(mount: Mount) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert f"loop {loop}" in done.stdout, done.stdout
+
+
+def test_sigusr1_logs_threads_and_tasks_and_the_mount_goes_on(mount: Mount, work: Path) -> None:
+    """stackdump.py: faulthandler's thread stacks at once, then every task's await chain."""
+    before = mount.log().count("-- end of stack dump --")
+    mount.proc.send_signal(signal.SIGUSR1)
+    mounting.wait_for(lambda: mount.log().count("-- end of stack dump --") > before)
+    dump = mount.log().split("stack dump (SIGUSR1):")[-1]
+    assert "-- thread MainThread" in dump
+    assert "-- asyncio tasks of" in dump
+    if _loop_under_test() == "trio":
+        assert "-- trio tasks:" in dump
+    assert "in maintain" in dump  # the backend's housekeeping, awaited through the crossing
+    (work / "after-dump").write_bytes(b"still serving")
+    assert (work / "after-dump").read_bytes() == b"still serving"
+    assert mount.proc.poll() is None
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
