@@ -129,6 +129,32 @@ async def test_resharding_under_a_writer_keeps_the_file_intact(
     assert report.ok, str(report)
 
 
+async def test_a_command_waits_out_the_masters_of_a_moving_slot_redirecting_to_each_other(
+    redis_cluster: RedisClusterInfo, volume_name: str, cluster_client: Redis
+) -> None:
+    """At the end of a move the source has handed the volume's slot over, and the
+    target is not told yet that it owns it: each answers MOVED to the other, and
+    redis-py gives up after 16 redirections ("TTL exhausted"). A command waits
+    that moment out (it failed with EIO at once; so did the announcement of an
+    event listener that had just followed the slot, which ended the listener)."""
+    keys = Keys(volume_name)
+    slot = int(redis_cluster.node_cli(redis_cluster.ports[0], "cluster", "keyslot", keys.setting))
+    async with open_volume(redis_cluster.url, volume=volume_name) as vol:
+        await vol.write_file("/f", b"data")
+        source = redis_cluster.master_of(keys.setting)
+        target = next(p for p in redis_cluster.ports if p != source)
+        others = tuple(p for p in redis_cluster.ports if p != source)
+        await asyncio.to_thread(redis_cluster.move_slot, slot, source, target, (source,))
+        retried = vol.inodes.sessions.retries()
+        read = asyncio.create_task(vol.read_file("/f"))
+        while vol.inodes.sessions.retries() == retried:  # until it meets the loop
+            assert not read.done(), read.exception()  # (it failed at once: EIO)
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(redis_cluster.tell_owner, slot, target, others)
+        assert await read == b"data"
+    assert (await fsck(cluster_client, volume_name)).ok
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.xfail(
     reason="known bug (issue 12 left open): in about 1 run in 15 after the fix for a "
