@@ -109,15 +109,25 @@ class RedisClusterInfo:
         pid = int(re.search(r"process_id:(\d+)", info)[1])  # type: ignore[index]
         os.kill(pid, signal.SIGKILL)
 
-    def move_slot(self, slot: int, source: int, target: int) -> None:
-        """Move one slot and its keys between masters, the way redis-cli reshard does."""
+    def move_slot(
+        self, slot: int, source: int, target: int, tell: tuple[int, ...] | None = None
+    ) -> None:
+        """Move one slot and its keys between masters, the way redis-cli reshard does:
+        at the end it tells the masters the new owner one after the other, here in
+        port order. ``tell``: only these masters, in this order (the move stops
+        there; :meth:`tell_owner` finishes it)."""
         src, dst = self.node_id(source), self.node_id(target)
         self.node_cli(target, "cluster", "setslot", str(slot), "importing", src)
         self.node_cli(source, "cluster", "setslot", str(slot), "migrating", dst)
         while keys := self.node_cli(source, "cluster", "getkeysinslot", str(slot), "100").split():
             self.node_cli(source, "migrate", self.host, str(target), "", "0", "5000", "KEYS", *keys)
-        for port in self.ports:
-            self.node_cli(port, "cluster", "setslot", str(slot), "node", dst)
+        self.tell_owner(slot, target, self.ports if tell is None else tell)
+
+    def tell_owner(self, slot: int, owner: int, ports: tuple[int, ...]) -> None:
+        """CLUSTER SETSLOT slot NODE owner, at the masters ``ports`` in that order."""
+        owner_id = self.node_id(owner)
+        for port in ports:
+            self.node_cli(port, "cluster", "setslot", str(slot), "node", owner_id)
 
 
 def cluster_missing_reason() -> str | None:

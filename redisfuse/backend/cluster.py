@@ -10,7 +10,15 @@ Retries: redis-py's cluster client follows MOVED/ASK by itself and retries a
 command whose node failed immediately (after re-reading the slot map); it has
 no backoff between those attempts. ``DeadlineCluster`` therefore wraps each
 command in the volume's counting retry (jittered backoff for the retry
-deadline), and pipelines retry every 0.25 s for as long. A pipeline executed
+deadline), and pipelines retry every 0.25 s for as long. The counting retry
+also covers a command that redis-py gave up on after 16 redirections
+(``ClusterError``, "TTL exhausted"; a pipeline sends its redirected commands
+again one by one through ``execute_command``): while a slot moves, its source
+can hand it over (``CLUSTER SETSLOT NODE``) before its target is told that it
+owns it, and until then each answers MOVED to the other. ``redis-cli --cluster
+reshard`` tells the masters one after the other, in its own order, so that
+moment is part of a reshard; no attempt ran the command (every reply was a
+redirection or TRYAGAIN). A pipeline executed
 with ``raise_on_error=False`` (the commit, the object stores) gets no retry
 from redis-py at all: a master that died answers its commands with
 ConnectionError *results*. ``DeadlinePipeline`` sends those commands again
@@ -35,6 +43,7 @@ from redis.backoff import NoBackoff
 from redis.connection import parse_url
 from redis.exceptions import (
     ClusterDownError,
+    ClusterError,
     ConnectionError,
     RedisClusterException,
     SlotNotCoveredError,
@@ -52,7 +61,7 @@ SCHEMES = ("redis+cluster", "rediss+cluster")
 PIPELINE_RETRY_S = 0.25
 """redis-py's cluster pipeline sleeps this long before each retry."""
 
-_RETRYABLE = (ClusterDownError, SlotNotCoveredError, TryAgainError)
+_RETRYABLE = (ClusterDownError, ClusterError, SlotNotCoveredError, TryAgainError)
 _RESEND = (ConnectionError, TimeoutError, ClusterDownError, SlotNotCoveredError, TryAgainError)
 """Results of a pipeline that mean "not run, or its reply lost": sent again."""
 

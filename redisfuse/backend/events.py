@@ -34,6 +34,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError, RedisError, ResponseError, TimeoutError
 
+from .cancellation import raise_if_cancelled
 from .cluster import is_cluster, node_client, still_subscribed
 
 log = logging.getLogger(__name__)
@@ -126,12 +127,13 @@ async def listen(
 
     The first item is always ``Resync`` (nothing before the subscription is known).
     Announcements of new sessions on ``hello_channel`` come as ``PeerJoined``.
-    Runs until cancelled.
+    Runs until cancelled, also when a command lost the cancellation (cancellation.py).
     """
     sharded = is_cluster(client)
     channels = (channel, hello_channel)
     delay = 0.05
     while True:
+        raise_if_cancelled()
         # On a cluster: a plain client to the master of the volume's slot, found
         # afresh after the slot moved or its master failed.
         own = await node_client(client, channel, refresh=delay > 0.05) if sharded else None
@@ -177,6 +179,7 @@ async def _read(
     seen_connects = pubsub.connects
     yield Resync()
     while True:
+        raise_if_cancelled()  # one lost in a command sent since the last turn
         try:
             message = await pubsub.get_message(timeout=1.0)
         except (ConnectionError, TimeoutError, OSError) as exc:

@@ -28,6 +28,7 @@ from .. import __version__
 from ..errors import BackendUnavailable, FormatError, FSError, ReadOnly
 from . import events
 from .cache import ObjectCache
+from .cancellation import raise_if_cancelled
 from .capacity import Capacity
 from .cluster import is_cluster
 from .cluster_replicas import ClusterReplicaWait
@@ -286,6 +287,7 @@ class Inodes:
         rounds = 0
         try:
             while True:
+                raise_if_cancelled()  # one lost in a command of the last round
                 try:
                     if not await self.sessions.heartbeat() or self.ctx.declared_dead:
                         await self.renew_session()
