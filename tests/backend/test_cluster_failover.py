@@ -75,26 +75,35 @@ async def kill_and_go_on(
     return time.monotonic() - killed
 
 
+async def write_through_two_kills(
+    cluster: RedisClusterInfo, vol: Volume, keys: Keys
+) -> tuple[Writer, float, float]:
+    """Run a writer while first the metadata master, then an objects-only master
+    is SIGKILLed; return it (stopped) and how long it took to go on after each."""
+    writer = Writer(vol)
+    task = asyncio.create_task(writer.run())
+    try:
+        await writer.wait_for(PER_PHASE)
+        meta = cluster.master_of(keys.setting)
+        took_meta = await kill_and_go_on(cluster, meta, writer, task)
+        # A master with only objects of this volume, and still a replica to promote.
+        new_meta = cluster.master_of(keys.setting)
+        objects_only = next(p for p in cluster.masters() if p not in (meta, new_meta))
+        took_objects = await kill_and_go_on(cluster, objects_only, writer, task)
+        writer.stop = True
+        await asyncio.wait_for(task, DEADLINE_S)  # ends after its file (no leaked objects)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    return writer, took_meta, took_objects
+
+
 async def test_the_writer_goes_on_after_a_master_failover(redis_factory, volume_name: str) -> None:  # type: ignore[no-untyped-def]
     cluster = start_cluster(redis_factory, replicas=1, node_timeout_ms=1000)
     options = RedisOptions(url=cluster.url, retry_deadline=DEADLINE_S)
     keys = Keys(volume_name)
     async with open_volume(volume=volume_name, options=options) as vol:
-        writer = Writer(vol)
-        task = asyncio.create_task(writer.run())
-        try:
-            await writer.wait_for(PER_PHASE)
-            meta = cluster.master_of(keys.setting)
-            took_meta = await kill_and_go_on(cluster, meta, writer, task)
-            # A master with only objects of this volume, and still a replica to promote.
-            new_meta = cluster.master_of(keys.setting)
-            objects_only = next(p for p in cluster.masters() if p not in (meta, new_meta))
-            took_objects = await kill_and_go_on(cluster, objects_only, writer, task)
-            writer.stop = True
-            await asyncio.wait_for(task, DEADLINE_S)  # ends after its file (no leaked objects)
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        writer, took_meta, took_objects = await write_through_two_kills(cluster, vol, keys)
         stats = retry_stats(vol.inodes.ctx.client)
         assert stats is not None
         for path, data in writer.acked.items():

@@ -25,7 +25,7 @@ from redisfuse.backend import FSError, RedisOptions, open_volume
 from redisfuse.backend.fsck import fsck
 from redisfuse.backend.keys import Keys
 from redisfuse.backend.stats import snapshot
-from tests.backend.test_cluster_failover import DEADLINE_S, PER_PHASE, Writer, kill_and_go_on
+from tests.backend.test_cluster_failover import DEADLINE_S, write_through_two_kills
 from tests.cluster_redis import RedisClusterInfo, start_cluster
 
 BLOCK = 65536
@@ -82,20 +82,7 @@ async def test_acknowledged_files_survive_killing_masters(redis_factory, volume_
     options = RedisOptions(url=cluster.url, replicas=1, retry_deadline=DEADLINE_S)
     keys = Keys(volume_name)
     async with open_volume(volume=volume_name, options=options) as vol:
-        writer = Writer(vol)
-        task = asyncio.create_task(writer.run())
-        try:
-            await writer.wait_for(PER_PHASE)
-            meta = cluster.master_of(keys.setting)
-            await kill_and_go_on(cluster, meta, writer, task)
-            new_meta = cluster.master_of(keys.setting)
-            objects_only = next(p for p in cluster.masters() if p not in (meta, new_meta))
-            await kill_and_go_on(cluster, objects_only, writer, task)
-            writer.stop = True
-            await asyncio.wait_for(task, DEADLINE_S)
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        writer, _, _ = await write_through_two_kills(cluster, vol, keys)
         wait = vol.inodes.replica_wait
         assert wait is not None and wait.waits >= len(writer.acked) and wait.failures == 0
     async with open_volume(volume=volume_name, options=RedisOptions(url=cluster.url)) as fresh:

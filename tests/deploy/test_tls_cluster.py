@@ -20,23 +20,12 @@ from tests.cluster_redis import RedisClusterInfo, start_cluster
 
 from .certs import TlsFiles, make_tls_files
 from .cli import redisfuse
-from .servers import Proc, Servers
+from .servers import Proc, Servers, tls_server_args
 
 
 def _tls_node(servers: Servers, files: TlsFiles) -> Callable[..., Proc]:
     def start(*args: str) -> Proc:
-        return servers.start(
-            *args,
-            "--tls-cert-file", str(files.server_cert),
-            "--tls-key-file", str(files.server_key),
-            "--tls-client-cert-file", str(files.client_cert),
-            "--tls-client-key-file", str(files.client_key),
-            "--tls-ca-cert-file", str(files.ca),
-            "--tls-auth-clients", "yes",
-            "--tls-cluster", "yes",
-            "--tls-replication", "yes",
-            tls_port=True,
-        )  # fmt: skip
+        return servers.start(*args, *tls_server_args(files), "--tls-cluster", "yes", tls_port=True)
 
     return start
 
