@@ -64,20 +64,25 @@ MAX_TAG = 1 << 20
 """Bound of the search for a barrier key on each master (a few tries each, in practice)."""
 
 
+def master_of(cluster: RedisCluster, key: str) -> str | None:
+    """The name of the master serving ``key``'s slot in the client's slot map."""
+    owners = cluster.nodes_manager.slots_cache.get(cluster.keyslot(key))
+    return owners[0].name if owners else None
+
+
 def barrier_keys(cluster: RedisCluster, keys: Keys, volume_key: str) -> dict[str, str]:
     """One barrier key per master serving slots (name -> key), from the client's slot
     map: ``volume_key`` for the master of the volume's slot, a search for the others."""
     masters = {node.name for node in cluster.get_primaries()}
-    slots = cluster.nodes_manager.slots_cache
     found: dict[str, str] = {}
-    owners = slots.get(cluster.keyslot(volume_key))
-    if owners:
-        found[owners[0].name] = volume_key
+    owner = master_of(cluster, volume_key)
+    if owner is not None:
+        found[owner] = volume_key
     for n in range(MAX_TAG):
         key = keys.barrier(n)
-        owners = slots.get(cluster.keyslot(key))
-        if owners and owners[0].name in masters and owners[0].name not in found:
-            found[owners[0].name] = key
+        owner = master_of(cluster, key)
+        if owner in masters and owner not in found:
+            found[owner] = key
             if len(found) == len(masters):
                 break
     return found
@@ -89,7 +94,7 @@ class ClusterReplicaWait(ReplicaWait):
     def __init__(self, ctx: Context, replicas: int, timeout: float):
         super().__init__(ctx, replicas, timeout)
         self.nodes: dict[str, Redis] = {}
-        """A client (one connection) per master, by name, made on first use."""
+        """A client (a pool of its own) per master, by name, made on first use."""
 
     async def reached(self) -> tuple[int, int]:
         cluster = cast(DeadlineCluster, self.client)
@@ -121,12 +126,11 @@ class ClusterReplicaWait(ReplicaWait):
 
         async def attempt() -> int:
             groups: dict[str, list[tuple[str, bytes]]] = {}
-            slots = cluster.nodes_manager.slots_cache
             for name, blob in zip(names, blobs, strict=True):
-                owners = slots.get(cluster.keyslot(name))
-                if not owners:
+                owner = master_of(cluster, name)
+                if owner is None:
                     raise ClusterDownError(f"no master serves {name!r}'s slot")
-                groups.setdefault(owners[0].name, []).append((name, blob))
+                groups.setdefault(owner, []).append((name, blob))
             replies = await asyncio.gather(
                 *(self._store_on(node, items) for node, items in groups.items())
             )
