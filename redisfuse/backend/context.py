@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from ..errors import FSError, NoSpace
 from . import events
+from .connect import health_of
 from .keys import Keys, SessionId
 from .metacache import MetaCache
 from .model import Settings
@@ -140,6 +141,15 @@ class Context:
     counters: Counters = field(default_factory=Counters)
     """What this node did (bytes, events...), for the metrics (stats.py)."""
     _oom_log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(5.0))
+
+    @property
+    def outage(self) -> bool:
+        """Whether Redis is known not to answer: a request failed at its deadline and
+        none was answered since (deadline.py). Clean-up after a failure then leaves
+        what can wait (a lock's release: its TTL; a close's release: the next request)
+        rather than make the failed FUSE request wait another read timeout."""
+        health = health_of(self.client)
+        return health is not None and health.unavailable
 
     @property
     def space_short(self) -> bool:

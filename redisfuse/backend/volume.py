@@ -675,10 +675,11 @@ class Inodes:
             del self._handles[fh]
             self._drop_local_open(of.ino)
             cached = self.ctx.cache.attr(of.ino)
-            if cached is not None and cached.nlink > 0:
+            if (cached is not None and cached.nlink > 0) or self.ctx.outage:
                 # The file keeps a name (and events would have told us otherwise), so
                 # dropping our hold changes nothing anyone can see: let it ride along
-                # with the next request instead of costing a round trip now.
+                # with the next request instead of costing a round trip now. While
+                # Redis does not answer, every release waits for the next request.
                 pending = self.ctx.pending_releases
                 pending[of.ino] = pending.get(of.ino, 0) + 1
                 if len(pending) >= RELEASE_BACKLOG:
