@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import stat
+import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator
@@ -32,7 +33,7 @@ from .cancellation import raise_if_cancelled
 from .capacity import Capacity
 from .cluster import is_cluster
 from .cluster_replicas import ClusterReplicaWait
-from .connect import RedisOptions, connect, retry_stats
+from .connect import RedisOptions, connect, health_of, retry_stats
 from .context import Context, now_ns
 from .data import BlockStore, DirtyFile
 from .events import Event
@@ -68,6 +69,9 @@ RELEASE_BACKLOG = 256
 
 RECLAIM_BATCH = 64
 """Freed inodes whose objects are deleted together, in two round trips."""
+
+HEARTBEAT_SLACK_S = 1.0
+"""Heartbeats further apart than two intervals and this are a gap (see maintain())."""
 
 TRASH_GRACE_MS = 60_000
 """Replaced objects stay this long, so a reader holding an older block map still finds them."""
@@ -281,16 +285,27 @@ class Inodes:
         keeps a volume open for long should run it in a task too. Once it runs,
         writes are fenced: a node whose lease expired (say, frozen, or cut off
         from Redis) refuses to write instead of racing the node that reclaimed it.
+
+        It outlives any outage: a round that fails is tried again next round
+        (logged once per outage, which deadline.py reports). After a gap in its
+        own heartbeats (Redis unreachable or silent, or this process stopped),
+        every other session gets a grace of its own timeout before this node
+        counts it dead: they could not heartbeat either (Sessions.dead).
         """
         interval = interval or min(max(self.sessions.timeout / 6, 0.2), 2.0)
         self._fenced = True
         rounds = 0
+        beat_ok = time.monotonic()
         try:
             while True:
                 raise_if_cancelled()  # one lost in a command of the last round
                 try:
                     if not await self.sessions.heartbeat() or self.ctx.declared_dead:
                         await self.renew_session()
+                    now = time.monotonic()
+                    if now - beat_ok > 2 * interval + HEARTBEAT_SLACK_S:
+                        self.sessions.back_after_gap()
+                    beat_ok = now
                     await self.sessions.refresh_peers()
                     await self.ctx.flush_releases()
                     await self.ctx.forget_answered()
@@ -299,7 +314,11 @@ class Inodes:
                     if rounds % 10 == 0:
                         await self.gc()
                 except FSError as exc:
-                    log.warning("housekeeping failed (will retry): %s", exc)
+                    health = health_of(self.ctx.client)
+                    if health is not None and health.warned:
+                        log.debug("housekeeping failed during the outage (will retry): %s", exc)
+                    else:
+                        log.warning("housekeeping failed (will retry): %s", exc)
                 except Exception:
                     # Housekeeping must outlive any bug in one round: the mount runs it
                     # for its whole life and would end with it.
