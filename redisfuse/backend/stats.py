@@ -40,6 +40,8 @@ class Counters:
     events_entry: int = 0
     events_peer: int = 0
     events_resync: int = 0
+    events_stalled: int = 0
+    """Change-event subscriptions found silent (and replaced)."""
     session_renewals: int = 0
     """New sessions started after another node declared this one dead."""
 
@@ -77,6 +79,8 @@ class BackendStats:
     events_entry: int = 0
     events_peer: int = 0
     events_resync: int = 0
+    events_stalled: int = 0
+    """Subscriptions that went silent (no event, no keep-alive answer) and were replaced."""
     redis_up: bool = True
     """False while an outage is under way: Redis stopped answering (deadline.py)."""
     redis_down_seconds: float = 0.0
@@ -136,6 +140,7 @@ def snapshot(inodes: Inodes) -> BackendStats:
         events_entry=counters.events_entry,
         events_peer=counters.events_peer,
         events_resync=counters.events_resync,
+        events_stalled=counters.events_stalled,
         redis_up=down == 0.0,
         redis_down_seconds=down,
         redis_outages=health.outages if health is not None else 0,

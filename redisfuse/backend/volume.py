@@ -195,6 +195,9 @@ class Inodes:
         """Set by open_volume when commits must reach replicas before fsync/close return."""
         self.capacity = Capacity(ctx)
         self._fenced = False
+        self.event_silence = events.DEFAULT_SILENCE_S
+        """A change-event subscription silent this long is replaced (open_volume: the
+        read timeout)."""
 
     def __repr__(self) -> str:
         stats = retry_stats(self.ctx.client)
@@ -379,8 +382,9 @@ class Inodes:
 
         While this iterator runs, attributes and entries are cached here and
         dropped as events arrive; ``Resync`` (first, and after any reconnect)
-        clears the cache. Consumers (the FUSE frontend) use the events to
-        invalidate their own caches too.
+        clears the cache, and ``Stalled`` (the subscription went silent) clears
+        it and turns it off until the next ``Resync``. Consumers (the FUSE
+        frontend) use the events to invalidate their own caches too.
         """
         cache = self.ctx.cache
         counters = self.ctx.counters
@@ -388,7 +392,11 @@ class Inodes:
             while True:
                 session = self.ctx.session
                 stream = events.listen(
-                    self.ctx.client, self.keys.events_for(session), self.keys.events, session
+                    self.ctx.client,
+                    self.keys.events_for(session),
+                    self.keys.events,
+                    session,
+                    silence=self.event_silence,
                 )
                 try:
                     async for event in stream:
@@ -404,20 +412,31 @@ class Inodes:
                         elif isinstance(event, events.PeerJoined):
                             counters.events_peer += 1
                             self.sessions.add_peer(event.sid)
+                        elif isinstance(event, events.Stalled):
+                            counters.events_stalled += 1
+                            cache.clear()
+                            cache.enabled = False
                         else:
                             counters.events_resync += 1
                             cache.clear()
                             cache.enabled = True
-                            # Subscribed (again): make sure every live session knows to
-                            # send us its changes, and that we know whom to send ours.
-                            await self.sessions.announce()
-                            await self.sessions.refresh_peers()
+                            await self._rejoin()
                         yield event
                 finally:
                     await stream.aclose()  # type: ignore[attr-defined]
         finally:
             cache.enabled = False
             cache.clear()
+
+    async def _rejoin(self) -> None:
+        """Subscribed (again): make sure every live session knows to send us its changes,
+        and that we know whom to send ours. A failure is left to the heartbeat, which
+        re-reads the live sessions (and others re-read ours) every round."""
+        try:
+            await self.sessions.announce()
+            await self.sessions.refresh_peers()
+        except FSError as exc:
+            log.debug("could not announce this session after subscribing: %s", exc)
 
     # -- attributes and names ------------------------------------------------
 
@@ -777,6 +796,7 @@ async def open_volume(
             session_timeout=session_timeout,
         )
         ctx.cache.ttl = metadata_ttl
+        inodes.event_silence = opts.read_timeout
         if opts.replicas > 0:
             barrier = ClusterReplicaWait if is_cluster(client) else ReplicaWait
             inodes.replica_wait = barrier(ctx, opts.replicas, opts.replica_timeout)

@@ -38,6 +38,7 @@ COUNTERS = (
     ("redis_gave_up", "redis_gave_up", "Redis requests that failed at the retry deadline (EIO)"),
     ("redis_outages", "redis_outages", "Times Redis stopped answering (reported in the log)"),
     ("redis_outage_seconds", "redis_outage_seconds", "Seconds Redis was not answering"),
+    ("events_stalled", "events_stalled", "Change-event subscriptions replaced after silence"),
     ("block_cache_hits", "block_cache_hits", "Blocks found in the block cache"),
     ("block_cache_misses", "block_cache_misses", "Blocks fetched from Redis"),
     ("block_cache_hit_bytes", "block_cache_hit_bytes", "Bytes of blocks found in the cache"),
