@@ -150,6 +150,8 @@ class Watch:
     """
 
     silence: float
+    address: str = ""
+    """Where Redis is, for the log (never with a password)."""
     lost_since: float | None = None
     """When the gap under way started (monotonic); None while events flow."""
     caching: bool = False
@@ -163,29 +165,30 @@ class Watch:
     def poll(self) -> float:
         return min(1.0, self.keepalive)
 
-    def _lost(self, warning: str, *args: object) -> bool:
-        """Start a gap (logging ``warning``) or note a step of the one under way."""
+    def _lost(self, since: float, warning: str, *args: object) -> None:
+        """Start a gap at ``since`` (logging ``warning``) or note a step of the one under way."""
         if self.lost_since is None:
-            self.lost_since = time.monotonic()
+            self.lost_since = since
             log.warning(warning, *args)
-            return True
-        log.debug(warning, *args)
-        return False
+        else:
+            log.debug(warning, *args)
 
-    def stalled(self, quiet: float) -> bool:
-        """The subscription heard nothing for ``quiet`` s; True when a gap starts."""
-        return self._lost(
-            "change events: nothing heard from Redis for %.1f s (not even the answer to a "
-            "keep-alive PING); replacing the subscription, and caching no metadata until "
-            "it is back",
+    def stalled(self, quiet: float) -> None:
+        """The subscription heard nothing for ``quiet`` seconds."""
+        self._lost(
+            time.monotonic() - quiet,
+            "change events: nothing heard from Redis at %s for %.1f s (not even the answer "
+            "to a keep-alive PING); replacing the subscription, and caching no metadata "
+            "until it is back",
+            self.address,
             quiet,
         )
 
     def interrupted(self, exc: BaseException) -> None:
-        self._lost("change events interrupted (%s); reconnecting", exc)
+        self._lost(time.monotonic(), "change events interrupted (%s); reconnecting", exc)
 
     def cannot_subscribe(self, exc: BaseException) -> None:
-        self._lost("change events: cannot subscribe (%s); trying again", exc)
+        self._lost(time.monotonic(), "change events: cannot subscribe (%s); trying again", exc)
 
     def confirmed(self) -> None:
         """A subscription heard from Redis: a gap under way is over."""
@@ -204,6 +207,7 @@ async def listen(
     own_session: int,
     *,
     silence: float = DEFAULT_SILENCE_S,
+    address: str = "",
 ) -> AsyncIterator[Event]:
     """Yield the events sent to this session, ``Resync`` whenever a subscription is
     confirmed (first, and after every reconnect), and ``Stalled`` when it goes silent.
@@ -215,7 +219,7 @@ async def listen(
     """
     sharded = is_cluster(client)
     channels = (channel, hello_channel)
-    watch = Watch(silence)
+    watch = Watch(silence, address)
     delay = 0.05
     while True:
         raise_if_cancelled()

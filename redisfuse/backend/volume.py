@@ -397,6 +397,7 @@ class Inodes:
                     self.keys.events,
                     session,
                     silence=self.event_silence,
+                    address=self.ctx.address,
                 )
                 try:
                     async for event in stream:
