@@ -7,6 +7,7 @@ Context so that they can be composed by volume.py and tested alone.
 from __future__ import annotations
 
 import contextlib
+import errno
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -66,7 +67,9 @@ class QuickLock:
 class IdAllocator:
     """Hands out ids from ranges reserved with one INCRBY, so most ids cost no round trip.
 
-    A lost reply to INCRBY wastes a range but never hands one id out twice.
+    A lost reply to INCRBY wastes a range but never hands one id out twice. Requests
+    that waited for a reservation that failed fail with it: Redis not answering
+    would otherwise hold each of them for another attempt in turn.
     """
 
     def __init__(
@@ -83,6 +86,8 @@ class IdAllocator:
         self._next = 0
         self._end = 0
         self._lock = QuickLock()
+        self._failures = 0
+        self._failure: FSError | None = None
 
     def __repr__(self) -> str:
         return f"<IdAllocator {self._key} next={self._next} end={self._end}>"
@@ -94,12 +99,20 @@ class IdAllocator:
             self._next += count
             return list(range(first, first + count))
         out: list[int] = []
+        failures = self._failures
         async with self._lock:
+            if self._failures != failures and self._failure is not None:
+                raise FSError(self._failure.errno or errno.EIO, self._failure.strerror)
             while len(out) < count:
                 if self._next >= self._end:
                     want = max(self._batch, count - len(out))
-                    with self._guard():
-                        top = int(await self._client.incrby(self._key, want))
+                    try:
+                        with self._guard():
+                            top = int(await self._client.incrby(self._key, want))
+                    except FSError as exc:
+                        self._failures += 1
+                        self._failure = exc
+                        raise
                     self._next, self._end = top - want + 1, top + 1
                 take = min(count - len(out), self._end - self._next)
                 out.extend(range(self._next, self._next + take))

@@ -5,8 +5,8 @@ SIGCONT, thawed again in teardown whatever happens), never the session's.
 Deadlines and read timeouts are short so the tests stay fast; the bound a
 request must meet is the retry deadline plus one read timeout, plus SLACK_S
 for a busy 2-core machine. Shortcuts: the "other node" is a second Volume in
-this process, and a session that really died is a sessions entry written by
-hand.
+this process, a session that really died is a sessions entry written by
+hand, and an id allocator is emptied by hand to make the next create reserve.
 """
 
 from __future__ import annotations
@@ -157,6 +157,33 @@ async def test_a_frozen_redis_fails_each_request_at_the_deadline_and_says_so_onc
     assert len(logged(caplog, logging.WARNING, "change events: nothing heard")) == 1
     assert len(logged(caplog, logging.INFO, "change events: subscribed again")) == 1
     assert len(problems(caplog)) == 2, problems(caplog)
+
+
+async def test_creates_queued_behind_an_id_reservation_fail_with_it(
+    server: AofRedis, checked: str
+) -> None:
+    """Three creates need new inode ids; the first reserves a range (INCRBY) and the
+    others wait for it. When it fails, they fail with it instead of each trying again."""
+    async with open_volume(volume=checked, options=options(server.url)) as vol:
+        ids = vol.inodes.ctx.inode_ids
+        ids._next = ids._end  # the range is used up: the next id costs an INCRBY
+        ended: list[tuple[float, int | None]] = []
+
+        async def mkdir(i: int) -> None:
+            try:
+                await vol.inodes.mkdir(ROOT_INO, b"d%d" % i, 0o755, 0, 0)
+            except FSError as exc:
+                ended.append((time.monotonic(), exc.errno))
+
+        server.freeze()
+        try:
+            await asyncio.wait_for(asyncio.gather(*(mkdir(i) for i in range(3))), 30)
+        finally:
+            server.thaw()
+        assert [e for _, e in ended] == [errno.EIO] * 3
+        spread = max(t for t, _ in ended) - min(t for t, _ in ended)
+        assert spread < READ_TIMEOUT_S / 2, f"the last failed {spread:.2f} s after the first"
+        await vol.inodes.mkdir(ROOT_INO, b"after", 0o755, 0, 0)
 
 
 @pytest.mark.parametrize("fault", ["refused", "reset"])
