@@ -261,9 +261,9 @@ class DeadlineRetry(Retry):
                 health.failed(error)
             await (fail(error, failures) if with_failure_count else fail(error))
             now = time.monotonic()
-            if not retryable:
-                raise error
-            if failures > self._retries or now >= until or health.unavailable:
+            if not retryable or failures > self._retries:
+                raise error  # (a count is the bound of the first PING only: not an outage)
+            if now >= until or health.unavailable:
                 if outer:
                     health.deadline_passed(error)
                 raise error
