@@ -94,8 +94,9 @@ class RedisFuseFileSystem(AsyncFileSystem):
     ``auto_mkdir`` (create missing parent directories on write, as object
     stores appear to; default True); ``session_timeout``,
     ``redis_retry_deadline``, ``redis_read_timeout``, ``cache_bytes``,
-    ``write_buffer_bytes`` as for a mount. The volume opens on first use and stays open, heartbeat running,
-    until :meth:`close` (or :meth:`aclose`, or exit).
+    ``write_buffer_bytes`` as for a mount. The volume opens on first use and
+    stays open, heartbeat running, until :meth:`close` (or :meth:`aclose`, or
+    exit).
     """
 
     protocol = PROTOCOL
