@@ -43,7 +43,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import parse_url
 from redis.exceptions import (
     ClusterDownError,
@@ -64,7 +64,11 @@ SCHEMES = ("redis+cluster", "rediss+cluster")
 """URL schemes of a cluster: ``redis+cluster://HOST:PORT[,HOST:PORT...]`` (TLS: rediss+)."""
 
 PIPELINE_RETRY_S = 0.25
-"""redis-py's cluster pipeline sleeps this long before each retry."""
+"""redis-py's cluster pipeline sleeps this long before each retry (after CLUSTERDOWN),
+and the longest backoff of its loops between other failed attempts."""
+
+INNER_BACKOFF_S = 0.02
+"""The first backoff of redis-py's own cluster retry loops (doubling, jittered)."""
 
 _RETRYABLE = (ClusterDownError, ClusterError, SlotNotCoveredError, TryAgainError)
 _RESEND = (ConnectionError, TimeoutError, ClusterDownError, SlotNotCoveredError, TryAgainError)
@@ -218,8 +222,12 @@ def make_cluster_client(url: str, retry: Retry, deadline: float, common: dict[st
     options.pop("retry", None)
     options.pop("retry_on_error", None)
     retry.update_supported_errors(list(_RETRYABLE))  # type: ignore[arg-type]
-    # redis-py's loop counts attempts; DeadlineBackoff ends it at the request's deadline.
-    inner = Retry(DeadlineBackoff(NoBackoff()), max(3, int(deadline / PIPELINE_RETRY_S)))
+    # redis-py's loop counts attempts and, after a refused connection, sleeps only what
+    # the backoff says: with none, a dead master used up every attempt before the
+    # cluster had promoted its replica. So a short jittered backoff, and a count that
+    # never runs out first: DeadlineBackoff ends the loop at the request's deadline.
+    backoff = ExponentialWithJitterBackoff(base=INNER_BACKOFF_S, cap=PIPELINE_RETRY_S)
+    inner = Retry(DeadlineBackoff(backoff), max(3, int(deadline / INNER_BACKOFF_S)))
     client = DeadlineCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in nodes],
         retry=inner,
