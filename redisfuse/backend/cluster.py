@@ -210,7 +210,7 @@ def make_cluster_client(url: str, retry: Retry, deadline: float, common: dict[st
     options = {**common, **url_options}
     options.pop("retry", None)
     options.pop("retry_on_error", None)
-    retry.update_supported_errors(list(_RETRYABLE))  # type: ignore[arg-type]
+    retry.update_supported_errors(list(_RETRYABLE))
     inner = Retry(NoBackoff(), max(3, int(deadline / PIPELINE_RETRY_S)))
     client = DeadlineCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in nodes],

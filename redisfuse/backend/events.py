@@ -158,7 +158,7 @@ async def listen(
                 yield event
             delay = 0.1  # the stream ended: the slot moved; re-read the slot map
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
             if own is not None:
                 await own.aclose()
 
