@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,6 +139,9 @@ class Context:
     """Until this time (monotonic), space is short: freed data is deleted at once."""
     counters: Counters = field(default_factory=Counters)
     """What this node did (bytes, events...), for the metrics (stats.py)."""
+    reply_hook: Callable[[str], Awaitable[None]] | None = None
+    """Test hook awaited with a script's name as soon as its reply arrived, before
+    anything uses it: a test holds a reply there while a change event overtakes it."""
     _oom_log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(5.0))
 
     @property
@@ -193,21 +196,29 @@ class Context:
         *,
         changed: Iterable[int] = (),
         entries: Iterable[tuple[int, bytes]] = (),
+        ticket: int = 0,
     ) -> list[Any]:
         """Run a Lua script, turning Redis failures into FSErrors.
 
         A mutating script names the inodes and entries it may change: they are
-        dropped from this node's cache, and the change event for other nodes is
-        published in the same round trip, right after the script.
+        dropped from this node's cache when it is sent and again when its reply
+        arrives, and the change event for other nodes is published in the same
+        round trip, right after the script. ``ticket`` (taken by the caller just
+        before) is what the caller fills the cache with from the reply.
         """
         changed = tuple(changed)
         entries = tuple(entries)
         assert all(self.keys.owns(k) for k in keys), f"{name}: a key without the volume's tag"
+        if changed or entries:
+            ticket = ticket or self.cache.ticket()
+            self.cache.changing(ticket, changed, entries)
         with self.guard():
             try:
                 if not self.pending_releases and not (self.peers and (changed or entries)):
                     keys, args, rid = self.prepare(name, keys, args)
                     result = await self.scripts.call(self.client, name, keys, args, check_=False)
+                    if self.reply_hook is not None:
+                        await self.reply_hook(name)
                     self.answer((rid, result))
                     return self.check(name, result)
                 pipe = self.client.pipeline(transaction=False)
@@ -215,6 +226,8 @@ class Context:
                 sent = self.queue_script(pipe, name, keys, args)
                 self.publish(pipe, changed, entries)
                 results = await self.scripts.execute(self.client, pipe)
+                if self.reply_hook is not None:
+                    await self.reply_hook(name)
                 self.answer(
                     *zip(releases, results[: len(releases)], strict=True),
                     (sent, results[len(releases)]),
@@ -227,7 +240,7 @@ class Context:
                     self.cache.drop_listing(parent)
                 raise
             finally:
-                self.forget(changed, entries)
+                self.cache.changing(ticket, changed, entries)
 
     def publish(
         self, pipe: Pipeline, changed: Iterable[int], entries: Iterable[tuple[int, bytes]] = ()

@@ -404,10 +404,17 @@ class Inodes:
 
     def _overlay(self, attr: Attr) -> Attr:
         """Show buffered writes of this node in the size and in mtime/ctime (POSIX: a
-        stat after write() sees the write's times, also before the commit)."""
+        stat after write() sees the write's times, also before the commit).
+
+        A reply older than this node's own last commit to the file (it was on its
+        way while the commit completed) is replaced by what the commit returned:
+        the writes it carried are no longer pending, and the reply lacks them.
+        """
         dirty = self._dirty.get(attr.ino)
         if dirty is None:
             return attr
+        if dirty.attr is not None and dirty.attr.version > attr.version:
+            attr = dirty.attr
         end, written = dirty.pending_end_and_time()
         if end > attr.size:
             attr = replace(attr, size=end)
@@ -428,6 +435,16 @@ class Inodes:
         """The attributes ``name`` in ``parent`` resolves to, if cached."""
         attr = self.ctx.cache.entry(parent, name)
         return None if attr is None else self._overlay(attr)
+
+    def current(self, attr: Attr) -> bool:
+        """Whether ``attr`` is this node's current knowledge of its inode, so that the
+        kernel may cache it: a reply that an event overtook is not (the kernel's
+        invalidation for that event may already be done)."""
+        return self.ctx.cache.holds(attr)
+
+    def current_entry(self, parent: int, name: bytes, ino: int) -> bool:
+        """Whether ``name`` in ``parent`` naming ``ino`` is current (see :meth:`current`)."""
+        return self.ctx.cache.holds_entry(parent, name, ino)
 
     def known_absent(self, parent: int, name: bytes) -> bool:
         """Whether the cache knows that ``parent`` has no entry ``name`` (a valid name)."""
@@ -503,12 +520,13 @@ class Inodes:
                 async with dirty.lock:
                     keys, args = await self.namespace.setattr_call(ino, changes)
                     # The commit and the setattr go in one round trip, in that order.
-                    res = await self.data.flush(dirty, then=("setattr", keys, args))
+                    ticket = self.ctx.cache.ticket()
+                    res = await self.data.flush(dirty, then=("setattr", keys, args), ticket=ticket)
                     if res is None:
                         attr = await self.namespace.setattr(ino, changes)
                     else:
-                        attr = self.namespace.setattr_done(ino, res)
-                    dirty.known_size = attr.size
+                        attr = self.namespace.setattr_done(ino, res, ticket)
+                    dirty.learn(attr)
                     return attr
         return await self.namespace.setattr(ino, changes)
 
@@ -542,8 +560,7 @@ class Inodes:
         dirty = self._dirty.get(attr.ino)
         if dirty is None:
             dirty = self._dirty[attr.ino] = DirtyFile(attr.ino)
-        if not dirty.blocks:
-            dirty.known_size = attr.size
+        dirty.learn(attr)
         return fh
 
     def _file(self, fh: int) -> OpenFile:
@@ -566,10 +583,11 @@ class Inodes:
             self.keys.blockmap(ino),
         ]
         window = list(range(READ_AHEAD_BLOCKS)) if self.ctx.cache.enabled else []
+        ticket = self.ctx.cache.ticket()
         res = await self.ctx.script("open", keys, [ino, *window])
         attr = attr_from_pairs(ino, res[1])
         if window and attr.is_reg:
-            self.ctx.cache.put_block_map(ino, 0, list(res[2]), attr.size)
+            self.ctx.cache.put_block_map(ino, 0, list(res[2]), attr.size, attr.version, ticket)
         fh = self._new_handle(attr, flags)
         try:
             if attr.is_dir and (flags & os.O_ACCMODE) != os.O_RDONLY:
@@ -586,7 +604,9 @@ class Inodes:
         of = self._file(fh)
         if not of.readable:
             raise FSError(errno.EBADF, f"handle {fh} is not open for reading")
-        data = await self.data.read(of.ino, offset, size, self._dirty.get(of.ino))
+        dirty = self._dirty.get(of.ino)
+        pending = None if dirty is None else dirty.pending()
+        data = await self.data.read(of.ino, offset, size, pending)
         self.ctx.counters.bytes_read += len(data)
         return data
 
@@ -625,13 +645,13 @@ class Inodes:
         from several nodes never overwrite each other.
         """
         async with Lock(self.ctx, self.keys.inode_lock(dirty.ino), renew=False):
-            await self.data.flush(dirty, locked=True)
+            await self.data.flush(dirty)
             dirty.known_size = await self.data.committed_size(dirty.ino)
             offset = max(dirty.known_size, dirty.end)
             if offset + len(data) > MAX_FILE_SIZE:
                 raise FSError(errno.EFBIG, f"write past the maximum file size {MAX_FILE_SIZE}")
             await self.data.write(dirty, offset, data)
-            await self.data.flush(dirty, locked=True)
+            await self.data.flush(dirty)
 
     async def flush(self, fh: int) -> None:
         """Commit this node's buffered writes to the handle's inode.

@@ -78,14 +78,29 @@ class Operations(pyfuse3.Operations):
     def __repr__(self) -> str:
         return f"<Operations {self.fs!r} dirs={len(self._dirs)} {self.boundary!r}>"
 
-    def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
-        """Attributes for a reply that does not hand the kernel a new reference."""
-        return entry_attributes(attr, self.attr_timeout, self.entry_timeout)
+    def _entry(
+        self, attr: Attr, parent: int | None = None, name: bytes = b""
+    ) -> pyfuse3.EntryAttributes:
+        """Attributes (and, with ``parent``, the name) for a reply, with how long the
+        kernel may keep them.
 
-    def _ref(self, attr: Attr) -> pyfuse3.EntryAttributes:
-        """Attributes for a reply that increments the inode's lookup count."""
+        Only what is current on this node may be kept: a reply that another
+        node's change event overtook is handed over with a timeout of 0, or the
+        kernel would keep it past the invalidation that event already caused
+        (docs/architecture.md, "Which value wins"). This runs in the same turn of
+        the loop as pyfuse3's reply, so no event can come in between.
+        """
+        attr_timeout = self.attr_timeout if self.fs.current(attr) else 0.0
+        entry_timeout = self.entry_timeout
+        if parent is not None and not self.fs.current_entry(parent, name, attr.ino):
+            entry_timeout = 0.0
+        return entry_attributes(attr, attr_timeout, entry_timeout)
+
+    def _ref(self, attr: Attr, parent: int, name: bytes) -> pyfuse3.EntryAttributes:
+        """Attributes for a reply that hands the kernel ``name`` in ``parent`` (and so
+        increments the inode's lookup count)."""
         self.known[attr.ino] += 1
-        return self._entry(attr)
+        return self._entry(attr, parent, name)
 
     # -- names and attributes ------------------------------------------------
 
@@ -97,7 +112,7 @@ class Operations(pyfuse3.Operations):
         (counted as an ENOENT error all the same, see opstats.py)."""
         cached = self.fs.cached_lookup(parent_inode, name)
         if cached is not None:
-            return self._ref(cached)
+            return self._ref(cached, parent_inode, name)
         if self.fs.known_absent(parent_inode, name):
             if self.negative_timeout > 0:
                 _LOOKUPS.failed(errno.ENOENT)
@@ -110,7 +125,7 @@ class Operations(pyfuse3.Operations):
                 _LOOKUPS.failed(errno.ENOENT)
                 return negative_entry(self.negative_timeout)
             raise
-        return self._ref(attr)
+        return self._ref(attr, parent_inode, name)
 
     @handler
     async def forget(self, inode_list: Sequence[tuple[pyfuse3.InodeT, int]]) -> None:
@@ -168,14 +183,14 @@ class Operations(pyfuse3.Operations):
         attr = await self.boundary.call(
             self.fs.mknod, parent_inode, name, mode, ctx.uid, ctx.gid, rdev
         )
-        return self._ref(attr)
+        return self._ref(attr, parent_inode, name)
 
     @handler
     async def mkdir(
         self, parent_inode: pyfuse3.InodeT, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         attr = await self.boundary.call(self.fs.mkdir, parent_inode, name, mode, ctx.uid, ctx.gid)
-        return self._ref(attr)
+        return self._ref(attr, parent_inode, name)
 
     @handler
     async def unlink(
@@ -200,7 +215,7 @@ class Operations(pyfuse3.Operations):
         attr = await self.boundary.call(
             self.fs.symlink, parent_inode, name, target, ctx.uid, ctx.gid
         )
-        return self._ref(attr)
+        return self._ref(attr, parent_inode, name)
 
     @handler
     async def rename(
@@ -225,7 +240,8 @@ class Operations(pyfuse3.Operations):
         new_name: bytes,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        return self._ref(await self.boundary.call(self.fs.link, inode, new_parent_inode, new_name))
+        attr = await self.boundary.call(self.fs.link, inode, new_parent_inode, new_name)
+        return self._ref(attr, new_parent_inode, new_name)
 
     # -- files -------------------------------------------------------------------
 
@@ -254,7 +270,7 @@ class Operations(pyfuse3.Operations):
         fh, attr = await self.boundary.call(
             self.fs.create, parent_inode, name, mode, flags, ctx.uid, ctx.gid
         )
-        return self._file_info(fh, attr.ino, attr.version), self._ref(attr)
+        return self._file_info(fh, attr.ino, attr.version), self._ref(attr, parent_inode, name)
 
     @handler
     async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
@@ -306,7 +322,8 @@ class Operations(pyfuse3.Operations):
             handle.loaded = True
         for entry in handle.entries[bisect.bisect_right(handle.offsets, start_id) :]:
             assert entry.attr is not None
-            if not pyfuse3.readdir_reply(token, entry.name, self._entry(entry.attr), entry.offset):
+            reply = self._entry(entry.attr, handle.ino, entry.name)
+            if not pyfuse3.readdir_reply(token, entry.name, reply, entry.offset):
                 break
             self.known[entry.ino] += 1  # readdirplus handed the kernel a reference
 
