@@ -13,6 +13,12 @@ a second, so a ``df`` in a loop neither costs a second round trip nor makes
 Redis compute its INFO each time. On a cluster the memory figures are those
 of all masters summed, read in a round trip of their own. Between two readings, the memory used is
 moved by what the volume's byte count moved, so a write shows at once.
+
+The same INFO reading carries Redis' ``maxmemory_policy`` (of every master on a
+cluster), handed to the volume's health (health.py): a policy changed to one
+that evicts keys stops writes. The session's housekeeping asks for a reading
+each round (:meth:`Capacity.poll`), so a change is noticed within a
+housekeeping interval even when nobody runs df, at no cost to requests.
 """
 
 from __future__ import annotations
@@ -103,9 +109,15 @@ class Capacity:
                 results.append(await memory_info(ctx.client))
         bytes_now = _int(results[0][1])
         if stale:
-            self._quota, self._memory = results[1], results[2]
+            self._quota = results[1]
+            if is_cluster(ctx.client):
+                self._memory, policies = results[2]
+            else:
+                self._memory = results[2]
+                policies = {ctx.address: str(self._memory.get("maxmemory_policy", ""))}
             self._bytes_then = bytes_now
             self._at = time.monotonic()
+            ctx.health.note_policies(policies)
         return compute(
             ctx.settings.block_size,
             results[0],
@@ -113,6 +125,12 @@ class Capacity:
             self._memory,
             bytes_now - self._bytes_then,
         )
+
+    async def poll(self) -> None:
+        """Read Redis' memory figures and eviction policy again if they are CACHE_S old
+        (housekeeping: a policy changed under the volume is noticed without a df)."""
+        if time.monotonic() - self._at >= CACHE_S:
+            await self.statfs()
 
     async def set_quota(self, *, bytes_: int | None = None, inodes: int | None = None) -> None:
         """Set (positive) or remove (0) the volume's byte and inode quotas."""

@@ -17,8 +17,9 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
-from ..errors import FSError, NoSpace
+from ..errors import FSError, NoSpace, VolumeGone
 from . import events
+from .health import Health
 from .keys import Keys, SessionId
 from .metacache import MetaCache
 from .model import Settings
@@ -86,6 +87,11 @@ class IdAllocator:
     def __repr__(self) -> str:
         return f"<IdAllocator {self._key} next={self._next} end={self._end}>"
 
+    def reset(self) -> None:
+        """Forget the reserved range: the counter it came from is not the volume's any
+        more (the volume vanished and came back restored, with a counter of its own)."""
+        self._next = self._end = 0
+
     async def take(self, count: int = 1) -> list[int]:
         """Return ``count`` fresh ids (without awaiting while the reserved range lasts)."""
         if self._end - self._next >= count and not self._lock.locked():
@@ -139,6 +145,8 @@ class Context:
     """Until this time (monotonic), space is short: freed data is deleted at once."""
     counters: Counters = field(default_factory=Counters)
     """What this node did (bytes, events...), for the metrics (stats.py)."""
+    health: Health = field(init=False)
+    """Whether Redis may be trusted with the volume now (evicting policy, volume gone)."""
     _oom_log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(5.0))
 
     @property
@@ -147,6 +155,7 @@ class Context:
         return time.monotonic() < self.space_short_until
 
     def __post_init__(self) -> None:
+        self.health = Health(self.keys.volume, self.address)
         self.inode_ids = IdAllocator(self.client, self.keys.counter_ino, 256, self.guard)
         self.object_ids = IdAllocator(self.client, self.keys.counter_obj, 1024, self.guard)
 
@@ -315,7 +324,14 @@ class Context:
 
     @contextlib.contextmanager
     def guard(self) -> Iterator[None]:
-        """Turn any Redis failure raised inside the block into an FSError."""
+        """Turn any Redis failure raised inside the block into an FSError.
+
+        Once the volume is known to be gone from Redis (health.py), nothing is
+        sent: every request fails here with EIO, and nothing of the volume can be
+        written again by this node until it is back.
+        """
+        if self.health.gone is not None:
+            raise VolumeGone(self.health.gone)
         try:
             yield
         except (RedisError, OSError) as exc:

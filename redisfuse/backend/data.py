@@ -139,6 +139,10 @@ class BlockStore:
     def __repr__(self) -> str:
         return f"<BlockStore {self.keys.volume!r} {self.cache!r}>"
 
+    def forget(self) -> None:
+        """Drop every cached object and read position (the volume came back restored)."""
+        self.reader.forget()
+
     async def read(self, ino: int, offset: int, size: int, dirty: DirtyFile | None) -> bytes:
         """Read up to ``size`` bytes at ``offset`` (see reader.py); holes read as zeros."""
         return await self.reader.read(ino, offset, size, dirty)
@@ -285,6 +289,9 @@ class BlockStore:
             earlier = exc
         result = None
         if dirty.blocks or dirty.end > max(dirty.known_size, 0):
+            # Nothing is stored while Redis may evict it, or once the volume is gone
+            # (health.py); the blocks stay buffered, and the error is reported.
+            self.ctx.health.check_writable()
             partial = [] if locked else dirty.partial_blocks()
             if partial:
                 async with Lock(self.ctx, self.keys.inode_lock(dirty.ino), renew=False):
