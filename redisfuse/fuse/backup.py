@@ -22,7 +22,7 @@ from ..backend.dump import dump_volume
 from ..backend.dumpformat import DumpFormatError
 from ..backend.load import load_volume, read_header
 from ..backend.streams import AsyncReader, AsyncWriter
-from ..errors import BackendUnavailable, FormatError, FSError
+from ..errors import BackendUnavailable, FormatError, FSError, UnsafeRedis
 from .errors import EXIT_FAILURE, EXIT_USAGE, UsageError, startup_error
 from .progress import Progress, human_bytes
 
@@ -56,7 +56,7 @@ def _size(f: IO[bytes]) -> int | None:
 
 
 def _failure(exc: Exception, path: str) -> UsageError:
-    if isinstance(exc, (BackendUnavailable, FormatError)):
+    if isinstance(exc, (BackendUnavailable, FormatError, UnsafeRedis)):
         return startup_error(exc)
     if isinstance(exc, DumpFormatError):
         return UsageError(f"{path}: {exc}", EXIT_FAILURE)
