@@ -57,7 +57,7 @@ from .paths import Volume
 from .reader import READ_AHEAD_BLOCKS
 from .redis_errors import redis_error
 from .replicas import ReplicaWait
-from .scripts import Scripts
+from .scripts import Fenced, Scripts
 from .session import Sessions
 from .stats import BackendStats, snapshot
 from .xattrs import Xattrs
@@ -421,6 +421,11 @@ class Inodes:
                 raise_if_cancelled()  # one lost in a command of the last round
                 try:
                     await self._housekeep(rounds)
+                except Fenced as exc:
+                    # The session went between the heartbeat and a later step (another
+                    # node reclaimed it, or the volume vanished): the next round's
+                    # heartbeat finds out which, and says so.
+                    log.debug("housekeeping stopped: %s", exc)
                 except FSError as exc:
                     log.warning("housekeeping failed (will retry): %s", exc)
                 except Exception:
@@ -498,7 +503,11 @@ class Inodes:
             while True:
                 session = self.ctx.session
                 stream = events.listen(
-                    self.ctx.client, self.keys.events_for(session), self.keys.events, session
+                    self.ctx.client,
+                    self.keys.events_for(session),
+                    self.keys.events,
+                    session,
+                    lambda: self.ctx.health.gone is None,
                 )
                 try:
                     async for event in stream:

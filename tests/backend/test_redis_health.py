@@ -35,6 +35,7 @@ from redisfuse.backend.dump import dump_volume
 from redisfuse.backend.fsck import fsck
 from redisfuse.backend.load import load_volume, read_header
 from redisfuse.backend.streams import AsyncReader, AsyncWriter
+from tests.cluster_redis import start_cluster
 
 EVICTING = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
 SAFE = ("noeviction", "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl")
@@ -303,3 +304,37 @@ async def test_a_volume_declared_dead_elsewhere_is_not_taken_for_vanished(  # ty
 
 async def _session_changed(vol: Volume, first: int) -> bool:
     return vol.inodes.ctx.session != first
+
+
+async def _follow(vol: Volume) -> None:
+    """Listen to the change events, as a mount does (it turns the metadata cache on)."""
+    async for _ in vol.inodes.events():
+        pass
+
+
+async def test_a_volume_flushed_from_a_cluster_is_recognised_and_left_alone(  # type: ignore[no-untyped-def]
+    redis_factory, raw_of, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On a cluster the slot of a vanished volume is empty but has not moved: the event
+    listener stays where it is, and nothing is written to any master."""
+    cluster = start_cluster(redis_factory)
+    masters = [raw_of(f"redis://{cluster.host}:{port}/0") for port in cluster.ports]
+    name = f"t-{secrets.token_hex(4)}"
+    caplog.set_level(logging.INFO, logger="redisfuse")
+    async with (
+        open_volume(cluster.url, volume=name, session_timeout=0.5) as vol,
+        anyio.create_task_group() as tasks,
+    ):
+        tasks.start_soon(vol.inodes.maintain, HOUSEKEEPING_S)
+        tasks.start_soon(_follow, vol)
+        await vol.write_file("/f", bytes(range(256)) * 2000)  # objects on several masters
+        assert sum([await m.dbsize() for m in masters]) > 5
+        for master in masters:
+            await master.flushall()
+        await eventually(lambda: raises(lambda: vol.stat("/f"), VolumeGone))
+        await anyio.sleep(2.0)  # past the session timeout and the listener's quiet-second check
+        assert [await m.dbsize() for m in masters] == [0] * len(masters)
+        errors = problems(caplog)
+        assert len(errors) == 1 and errors[0].startswith(f"volume {name!r} no longer exists")
+        assert "slot moved" not in caplog.text
+        tasks.cancel_scope.cancel()
