@@ -277,6 +277,35 @@ async def test_a_flushed_volume_fails_every_request_writes_nothing_and_comes_bac
     assert (await fsck(raw, name)).ok
 
 
+async def test_a_flushed_volume_whose_keys_come_back_resumes(  # type: ignore[no-untyped-def]
+    redis_factory, raw_of, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its keys restored as Redis' own persistence brings them back (here DUMP and
+    RESTORE of every key): the same uuid, and the mount goes on in a new session."""
+    server = redis_factory()
+    raw = raw_of(server.url)
+    name = f"t-{secrets.token_hex(4)}"
+    caplog.set_level(logging.INFO, logger="redisfuse")
+    async with (
+        open_volume(server.url, volume=name, session_timeout=0.5) as vol,
+        anyio.create_task_group() as tasks,
+    ):
+        tasks.start_soon(vol.inodes.maintain, HOUSEKEEPING_S)
+        await vol.write_file("/f", b"kept")
+        first = vol.inodes.ctx.session
+        saved = {key: await raw.dump(key) for key in await raw.keys("*")}
+        await raw.flushall()
+        await eventually(lambda: raises(lambda: vol.stat("/f"), VolumeGone))
+        for key, value in saved.items():
+            await raw.restore(key, 0, value)
+        await eventually(lambda: _reads(vol, "/f", b"kept"))
+        await vol.write_file("/g", b"g")
+        assert vol.inodes.ctx.session != first
+        assert "is back in Redis" in caplog.text and len(problems(caplog)) == 1
+        tasks.cancel_scope.cancel()
+    assert (await fsck(raw, name)).ok
+
+
 async def _reads(vol: Volume, path: str, expected: bytes) -> bool:
     try:
         return await vol.read_file(path) == expected
