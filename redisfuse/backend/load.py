@@ -180,6 +180,8 @@ class Loader:
                 self.progress(self.stats.inodes, self.src.consumed)
         if await self.src.readline(fmt.MAX_LINE):
             raise DumpFormatError("data after the end record (corrupt dump)")
+        if self.progress is not None:
+            self.progress(self.stats.inodes, self.src.consumed)  # the end record, too
         if self.uuid:
             with self.ctx.guard():
                 await self.ctx.client.hset(self.keys.setting, "uuid", self.uuid)
