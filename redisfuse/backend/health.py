@@ -132,4 +132,5 @@ class Health:
         )
 
     def returned(self) -> None:
+        """The same volume (its uuid) is back in Redis: requests may reach it again."""
         self.gone = None
