@@ -17,8 +17,9 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
-from ..errors import FSError, NoSpace
+from ..errors import FSError, NoSpace, VolumeGone
 from . import events
+from .health import Health
 from .keys import Keys, SessionId
 from .metacache import MetaCache
 from .model import Settings
@@ -86,6 +87,11 @@ class IdAllocator:
     def __repr__(self) -> str:
         return f"<IdAllocator {self._key} next={self._next} end={self._end}>"
 
+    def reset(self) -> None:
+        """Forget the reserved range: the counter it came from is not the volume's any
+        more (the volume vanished and came back restored, with a counter of its own)."""
+        self._next = self._end = 0
+
     async def take(self, count: int = 1) -> list[int]:
         """Return ``count`` fresh ids (without awaiting while the reserved range lasts)."""
         if self._end - self._next >= count and not self._lock.locked():
@@ -142,6 +148,8 @@ class Context:
     reply_hook: Callable[[str], Awaitable[None]] | None = None
     """Test hook awaited with a script's name as soon as its reply arrived, before
     anything uses it: a test holds a reply there while a change event overtakes it."""
+    health: Health = field(init=False)
+    """Whether Redis may be trusted with the volume now (evicting policy, volume gone)."""
     _oom_log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(5.0))
 
     @property
@@ -150,6 +158,7 @@ class Context:
         return time.monotonic() < self.space_short_until
 
     def __post_init__(self) -> None:
+        self.health = Health(self.keys.volume, self.address)
         self.inode_ids = IdAllocator(self.client, self.keys.counter_ino, 256, self.guard)
         self.object_ids = IdAllocator(self.client, self.keys.counter_obj, 1024, self.guard)
 
@@ -328,7 +337,14 @@ class Context:
 
     @contextlib.contextmanager
     def guard(self) -> Iterator[None]:
-        """Turn any Redis failure raised inside the block into an FSError."""
+        """Turn any Redis failure raised inside the block into an FSError.
+
+        Once the volume is known to be gone from Redis (health.py), nothing is
+        sent: every request fails here with EIO, and nothing of the volume can be
+        written again by this node until it is back.
+        """
+        if self.health.gone is not None:
+            raise VolumeGone(self.health.gone)
         try:
             yield
         except (RedisError, OSError) as exc:

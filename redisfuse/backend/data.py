@@ -262,6 +262,10 @@ class BlockStore:
     def __repr__(self) -> str:
         return f"<BlockStore {self.keys.volume!r} {self.cache!r}>"
 
+    def forget(self) -> None:
+        """Drop every cached object and read position (the volume came back restored)."""
+        self.reader.forget()
+
     async def read(self, ino: int, offset: int, size: int, pending: Pending | None) -> bytes:
         """Read up to ``size`` bytes at ``offset`` (see reader.py); holes read as zeros."""
         return await self.reader.read(ino, offset, size, pending)
@@ -414,6 +418,9 @@ class BlockStore:
             earlier = exc
         result = None
         if dirty.blocks or dirty.end > max(dirty.known_size, 0):
+            # Nothing is stored while Redis may evict it, or once the volume is gone
+            # (health.py); the blocks stay buffered, and the error is reported.
+            self.ctx.health.check_writable()
             for attempt in range(COMMIT_ATTEMPTS):
                 try:
                     result = await self._commit(dirty, then, ticket)

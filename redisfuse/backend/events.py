@@ -121,13 +121,19 @@ class _CountingPubSub(PubSub):
 
 
 async def listen(
-    client: Redis, channel: str, hello_channel: str, own_session: int
+    client: Redis,
+    channel: str,
+    hello_channel: str,
+    own_session: int,
+    present: Callable[[], bool] = lambda: True,
 ) -> AsyncIterator[Event]:
     """Yield the events sent to this session, and ``Resync`` after every reconnect.
 
     The first item is always ``Resync`` (nothing before the subscription is known).
     Announcements of new sessions on ``hello_channel`` come as ``PeerJoined``.
     Runs until cancelled, also when a command lost the cancellation (cancellation.py).
+    ``present`` says whether the volume's keys are in Redis (health.py): on a
+    cluster, a slot without keys means the slot moved only while they are.
     """
     sharded = is_cluster(client)
     channels = (channel, hello_channel)
@@ -152,7 +158,7 @@ async def listen(
                 delay = min(delay * 2, RECONNECT_CAP_S)
                 continue
 
-            serves = functools.partial(still_subscribed, own, client, channel) if own else None
+            serves = functools.partial(_serves, own, client, channel, present) if own else None
             async for event in _read(pubsub, channels, own_session, serves):
                 delay = 0.05
                 yield event
@@ -225,6 +231,11 @@ async def _read(
             continue
         for event in events:
             yield event
+
+
+async def _serves(node: Redis, client: Redis, channel: str, present: Callable[[], bool]) -> bool:
+    """still_subscribed(), but a volume that vanished leaves its slot empty without moving."""
+    return not present() or await still_subscribed(node, client, channel)
 
 
 async def _subscribe(pubsub: PubSub, channels: tuple[str, ...], sharded: bool) -> None:

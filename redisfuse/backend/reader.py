@@ -68,6 +68,12 @@ class BlockReader:
     def __repr__(self) -> str:
         return f"<BlockReader {self.keys.volume!r} loading={len(self._loading)} {self.cache!r}>"
 
+    def forget(self) -> None:
+        """Drop what was learnt of the volume's files and objects (see ObjectCache.clear)."""
+        self.cache.clear()
+        self._read_ends.clear()
+        self._ahead.clear()
+
     async def fetch(self, values: Sequence[bytes | None]) -> list[bytes | None]:
         """Decoded contents for block map values (None for holes); EIO when corrupt."""
         parsed: list[tuple[int, int] | None] = []
