@@ -128,9 +128,10 @@ async def _check_server(client: Redis, address: str) -> dict[str, str]:
 
 
 async def _load_settings(
-    client: Redis, keys: Keys, codec: str, read_only: bool, address: str
+    client: Redis, keys: Keys, codec: str, create: bool, address: str
 ) -> Settings:
-    """Read the volume's settings, formatting the volume first if it is empty.
+    """Read the volume's settings, formatting the volume first if it is empty
+    (and ``create`` allows it).
 
     A volume formatted through a cluster client spreads its objects over the
     cluster (format 2, ``objects`` spread); one formatted on a single server
@@ -139,10 +140,10 @@ async def _load_settings(
     scripts = Scripts()
     await scripts.load(client)
     fields = cast(dict[bytes, bytes], await client.hgetall(keys.setting))
-    if not fields and read_only:
+    if not fields and not create:
         raise FormatError(
             f"volume {keys.volume!r} does not exist in Redis at {address} (not formatted, "
-            "or its keys were deleted); a read-only open cannot format it"
+            "or its keys were deleted)"
         )
     if not fields:
         now = now_ns()
@@ -879,6 +880,7 @@ async def open_volume(
     db: int = 0,
     password: str | None = None,
     read_only: bool = False,
+    create: bool = True,
     codec: str = "zlib",
     cache_bytes: int = 64 << 20,
     write_buffer_bytes: int = 4 << 20,
@@ -894,8 +896,9 @@ async def open_volume(
 
     Pass a Redis URL (``redis://``, ``rediss://``, ``unix://``) or host, port, db
     and password. Raises BackendUnavailable when Redis cannot be reached and
-    FormatError when the volume was formatted by an incompatible version (or,
-    opened ``read_only``, was never formatted); UnsafeRedis when Redis' eviction
+    FormatError when the volume was formatted by an incompatible version (or was
+    never formatted and may not be: opened ``read_only``, or without ``create``,
+    as the tools that inspect or repair a volume open it); UnsafeRedis when Redis' eviction
     policy may delete the volume's keys (health.py); other FSErrors when Redis
     refuses (NoSpace: full and the volume not yet formatted; ReadOnly: a replica).
     ``quota_bytes`` and ``quota_inodes`` set the volume's quotas (0 removes one;
@@ -909,7 +912,9 @@ async def open_volume(
     try:
         try:
             policies = await _check_server(client, opts.address)
-            settings = await _load_settings(client, keys, codec, read_only, opts.address)
+            settings = await _load_settings(
+                client, keys, codec, create and not read_only, opts.address
+            )
         except RedisError as exc:
             # Full, a read-only replica, a command renamed or denied: one clear error.
             raise redis_error(exc, opts.address) from exc

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from redisfuse.backend import open_volume
 from redisfuse.backend.dump import dump_volume
 from redisfuse.backend.streams import AsyncWriter
-from redisfuse.fuse.errors import EXIT_REDIS
+from redisfuse.fuse.errors import EXIT_FORMAT, EXIT_REDIS
 
 from .test_dump_load import cli, one_line_error
 
@@ -63,10 +63,27 @@ async def test_an_evicting_redis_is_refused_by_every_command(  # type: ignore[no
         # noeviction (and the volatile-* policies, as the volume's keys have no TTL)
         # are accepted: the same command then works.
         await raw.config_set("maxmemory-policy", "volatile-lru")
-        if command in ("status", "dump"):
+        if command not in ("load", "flock"):
             async with open_volume(server.url, volume=volume):
-                pass  # these do not format a volume
+                pass  # only load (and flock, for a lock's sake) format a volume
         again = cli(*_arguments(command, server.url, volume, tmp_path))
         assert again.returncode == 0, again.stderr.decode()
+    finally:
+        await raw.aclose()
+
+
+@pytest.mark.parametrize("command", ["status", "fsck", "gc", "dump"])
+async def test_the_tools_do_not_format_a_volume_that_is_not_there(  # type: ignore[no-untyped-def]
+    redis_server, tmp_path: Path, command: str
+) -> None:
+    """A mistyped volume name (or a volume that vanished) is reported, in one line
+    with exit code 6, instead of being formatted as a new empty volume."""
+    volume = f"c-{secrets.token_hex(4)}"
+    done = cli(*_arguments(command, redis_server.url, volume, tmp_path))
+    assert done.returncode == EXIT_FORMAT, done.stderr.decode()
+    assert f"volume {volume!r} does not exist" in one_line_error(done)
+    raw = Redis.from_url(redis_server.url)
+    try:
+        assert not [k async for k in raw.scan_iter(match=f"rf:{{{volume}}}:*")]
     finally:
         await raw.aclose()
