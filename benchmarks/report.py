@@ -173,6 +173,16 @@ def _cost_table(report: dict[str, Any]) -> list[str]:
         "Redis: redis-server CPU µs; cmds: commands Redis ran (Lua's included, INFO not);",
         "RTs: round trips (Redis read events); the idle background below is taken off each window",
     ]
+    if any(
+        "cost" in workloads[key].get(target, {})
+        for key in measured
+        for target, loop in RF_LOOPS.items()
+        if loop == "trio"
+    ):
+        lines.append(
+            "trio: a window also holds the CPU trio-asyncio spends on each request 10 s after "
+            "it (see cost.py), for requests made 10 s before, by whichever workload"
+        )
     background = report.get("cost_background") or {}
     idle = background.get("idle")
     if idle:
