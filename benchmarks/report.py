@@ -139,8 +139,10 @@ def _cost_table(report: dict[str, Any]) -> list[str]:
                 return cost.get(metric, {}).get("median")
 
             def spread(metric: str, cost: dict[str, Any] = cost) -> str:
-                value = cost.get(metric, {}).get("spread_pct")
-                return "-" if value is None else f"{value:.0f}"
+                """Noise in %, "-" where the median is under 1 µs (a spread of nothing)."""
+                figures = cost.get(metric, {})
+                value, base = figures.get("spread_pct"), figures.get("median")
+                return "-" if value is None or not base or base < 1 else f"{value:.0f}"
 
             ratio = same = None
             if target in RF_LOOPS:
