@@ -8,7 +8,11 @@ Besides single entries it keeps complete listings of directories whose every
 name it knows (read in full, or created empty here and changed only here
 since): a lookup of a name missing from such a listing is answered "no such
 name" without a round trip, which is what creating many files costs most.
-Any change event about a directory drops its listing.
+Any change event about a directory drops its listing; a change this node
+makes keeps it (adding or removing the name) and counts as seeing it anew, so
+that unpacking an archive into a new directory of any size, however long it
+takes, pays no lookup per file. Listings hold at most ``MAX_LISTED_NAMES``
+names in all (about 100 bytes each: 25 MB); past that the oldest go.
 
 What may fill it (docs/architecture.md, "Which value wins"): a reply can be
 older than a change this node already heard of, because replies and change
@@ -28,11 +32,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Hashable, Iterable
+from typing import Any
 
 from .model import Attr
 
 MAX_MAP_ENTRIES = 1 << 16
 """Block map entries kept per inode (4 GiB of a file in 64 KiB blocks, about 6 MiB)."""
+
+MAX_LISTED_NAMES = 250_000
+"""Names kept in complete directory listings, over all directories (about 25 MB)."""
 
 
 class MetaCache:
@@ -48,7 +56,10 @@ class MetaCache:
         """Counts every dropped entry or listing: a listing read before a change is not kept."""
         self._attrs: dict[int, tuple[Attr, float]] = {}
         self._entries: dict[tuple[int, bytes], tuple[int, float]] = {}
-        self._listings: dict[int, tuple[set[bytes], float]] = {}
+        self._listings: dict[int, list[Any]] = {}
+        """Per directory: [its names, when this node last read or changed them]; oldest first."""
+        self._listed = 0
+        """Names in all listings (bounded by MAX_LISTED_NAMES)."""
         self._maps: dict[int, tuple[dict[int, bytes | None], int, int, float]] = {}
         """Per inode: block map entries by index, the size and the inode version they
         came with, when first read."""
@@ -195,24 +206,57 @@ class MetaCache:
         sent: if any entry changed since (an event, or a change of this node's,
         may have overtaken the reply), the names may be stale and are not kept.
         """
-        if self.enabled and (seen is None or seen == self.changes):
-            if len(self._listings) >= self.max_items // 10:
-                self._listings.clear()
-            self._listings[parent] = (names, time.monotonic())
+        if not self.enabled or (seen is not None and seen != self.changes):
+            return
+        if len(names) > MAX_LISTED_NAMES:
+            self.drop_listing(parent)
+            return
+        self._forget_listing(parent)
+        listings = self._listings
+        while listings and (
+            self._listed + len(names) > MAX_LISTED_NAMES or len(listings) >= self.max_items // 10
+        ):
+            self._forget_listing(next(iter(listings)))  # the oldest
+        listings[parent] = [names, time.monotonic()]
+        self._listed += len(names)
+
+    def _forget_listing(self, parent: int) -> None:
+        item = self._listings.pop(parent, None)
+        if item is not None:
+            self._listed -= len(item[0])
+
+    def _touch_listing(self, parent: int) -> set[bytes] | None:
+        """The names of ``parent`` if listed, now seen anew (newest in the order)."""
+        item = self._listings.pop(parent, None)
+        if item is None:
+            return None
+        item[1] = time.monotonic()
+        self._listings[parent] = item
+        names: set[bytes] = item[0]
+        return names
 
     def add_name(self, parent: int, name: bytes) -> None:
-        item = self._listings.get(parent)
-        if item is not None:
-            item[0].add(name)
+        """This node made ``name`` in ``parent``: a listing of it stays complete."""
+        names = self._touch_listing(parent)
+        if names is not None and name not in names:
+            while self._listed >= MAX_LISTED_NAMES:
+                oldest = next(iter(self._listings))
+                self._forget_listing(oldest)
+                if oldest == parent:
+                    return
+            names.add(name)
+            self._listed += 1
 
     def remove_name(self, parent: int, name: bytes) -> None:
-        item = self._listings.get(parent)
-        if item is not None:
-            item[0].discard(name)
+        """This node removed ``name`` from ``parent``: a listing of it stays complete."""
+        names = self._touch_listing(parent)
+        if names is not None and name in names:
+            names.discard(name)
+            self._listed -= 1
 
     def drop_listing(self, parent: int) -> None:
         self.changes += 1
-        self._listings.pop(parent, None)
+        self._forget_listing(parent)
 
     def block_map(self, ino: int, first: int, last: int) -> tuple[list[bytes | None], int] | None:
         """Cached block map values for indexes first..last and the file size, if all cached."""
@@ -282,4 +326,5 @@ class MetaCache:
         self._attrs.clear()
         self._entries.clear()
         self._listings.clear()
+        self._listed = 0
         self._maps.clear()
