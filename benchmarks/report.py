@@ -20,6 +20,7 @@ from common import (
     memfs_on,
     same_loop_ratio_key,
 )
+from cost import OPERATION
 from probes import PROBE_REPEAT
 
 from redisfuse import bench
@@ -96,6 +97,115 @@ def _main_table(workloads: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _per_op(value: float | None, digits: int = 0) -> str:
+    """A figure per operation: µs to the unit (one decimal under 100), counts to ``digits``."""
+    if value is None:
+        return "-"
+    if digits:
+        return f"{value:.{digits}f}"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def _cost_table(report: dict[str, Any]) -> list[str]:
+    """Cost per operation: one line per small-file workload and FUSE target, with legend."""
+    workloads = report.get("workloads", {})
+    measured = [
+        key
+        for key, row in workloads.items()
+        if any("cost" in row.get(target, {}) for target in TARGETS)
+    ]
+    if not measured:
+        return []
+    head = (
+        f"{'workload':<42} {'target':<9} {'wall':>7} {'mount':>7} {'x memfs':>7} "
+        f"{'x m-same':>8} {'Redis':>6} {'cmds':>6} {'RTs':>5}  noise mount/Redis"
+    )
+    lines = [
+        "",
+        "Cost per operation (µs of CPU or counts per operation; median over the runs)",
+        head,
+        "-" * len(head),
+    ]
+    for key in measured:
+        row = workloads[key]
+        label = row["label"]
+        first = True
+        for target in TARGETS:
+            cost = row.get(target, {}).get("cost")
+            if not cost:
+                continue
+
+            def median(metric: str, cost: dict[str, Any] = cost) -> float | None:
+                return cost.get(metric, {}).get("median")
+
+            def spread(metric: str, cost: dict[str, Any] = cost) -> str:
+                """Noise in %, "-" where the median is under 1 µs (a spread of nothing)."""
+                figures = cost.get(metric, {})
+                value, base = figures.get("spread_pct"), figures.get("median")
+                return "-" if value is None or not base or base < 1 else f"{value:.0f}"
+
+            ratio = same = None
+            if target in RF_LOOPS:
+                ratio = row.get(f"cpu_ratio_{target}_{REFERENCE}")
+                same_key = same_loop_ratio_key(target)
+                same = row.get(f"cpu_{same_key}") if same_key else None
+            noise = spread("mount_cpu_us")
+            if target in RF_LOOPS:
+                noise += "/" + spread("redis_cpu_us")
+            lines.append(
+                f"{(label if first else '')[:42]:<42} {COLUMNS[target]:<9} "
+                f"{_per_op(median('wall_us')):>7} {_per_op(median('mount_cpu_us')):>7} "
+                f"{_per_op(ratio, 2) if ratio else '':>7} {_per_op(same, 2) if same else '':>8} "
+                f"{_per_op(median('redis_cpu_us')) if target in RF_LOOPS else '':>6} "
+                f"{_per_op(median('redis_commands'), 1) if target in RF_LOOPS else '':>6} "
+                f"{_per_op(median('redis_round_trips'), 2) if target in RF_LOOPS else '':>5}"
+                f"  {noise}%"
+            )
+            first = False
+    per = "; ".join(
+        f"{workloads[key]['label'].split(' of ')[0]}: per {what}"
+        for key, what in OPERATION.items()
+        if key in measured
+    )
+    lines += [
+        "one operation: one file or directory" + (f" ({per})" if per else ""),
+        "wall: µs per operation, from the rate; mount: CPU µs of the process serving the target",
+        "  (memfs's own on memfs rows; the workload's own process is not counted);",
+        "x memfs: mount / memfs-on-trio mount CPU; x m-same: / memfs on the same loop;",
+        "Redis: redis-server CPU µs; cmds: commands Redis ran (Lua's included, INFO not);",
+        "RTs: round trips (Redis read events); the idle background below is taken off each window",
+    ]
+    if any(
+        "cost" in workloads[key].get(target, {})
+        for key in measured
+        for target, loop in RF_LOOPS.items()
+        if loop == "trio"
+    ):
+        lines.append(
+            "trio: a window also holds the CPU trio-asyncio spends on each request 10 s after "
+            "it (see cost.py), for requests made 10 s before, by whichever workload"
+        )
+    background = report.get("cost_background") or {}
+    idle = background.get("idle")
+    if idle:
+        mounts = ", ".join(f"{COLUMNS[t]} {v:.0f}" for t, v in idle["mount_cpu_us_per_s"].items())
+        lines += [
+            f"background, every mount idle for {idle['seconds']:.0f} s: Redis "
+            f"{idle['redis_cpu_us_per_s']:.0f} µs CPU/s, {idle['redis_commands_per_s']:.1f} "
+            f"commands/s, {idle['redis_reads_per_s']:.1f} reads/s;",
+            f"  mounts, µs CPU/s: {mounts}",
+        ]
+    during = background.get("during_memfs")
+    if during:
+        lines.append(
+            f"Redis during the memfs windows ({during['seconds']:.0f} s): "
+            f"{during['redis_cpu_us_per_s']:.0f} µs CPU/s, "
+            f"{during['redis_commands_per_s']:.1f} commands/s, "
+            f"{during['redis_reads_per_s']:.1f} reads/s"
+        )
+    return lines
+
+
 def format_report(report: dict[str, Any]) -> str:
     lines: list[str] = []
     sizes = report.get("sizes") or {}
@@ -133,6 +243,7 @@ def format_report(report: dict[str, Any]) -> str:
     if ra:
         matched = ", ".join(f"{t} set to {ra[t]} KiB" for t in MEMFS_LOOPS if t in ra)
         lines.append(f"kernel read-ahead: redisfuse {ra['redisfuse']} KiB, {matched}")
+    lines += _cost_table(report)
     ops = report.get("redis_ops") or {}
     if ops:
         head = (

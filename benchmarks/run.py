@@ -12,7 +12,9 @@ temporary directories, makes a tmpfs directory, and runs every workload of
 ``redisfuse.bench`` on each target ``--repeat`` times, interleaving the targets
 round by round so that a drift of the machine hits all targets alike. It prints
 the medians side by side with the ratios RedisFUSE / memfs (on trio, and on
-RedisFUSE's own loop) and the noise (max - min over median), then measures, on
+RedisFUSE's own loop) and the noise (max - min over median); then, for the
+small-file workloads, the cost per operation: the CPU of the mount and of
+Redis, Redis's commands and round trips (``cost.py``); then it measures, on
 fresh mounts of their own, Redis commands and round trips per operation, peak
 RSS and Redis memory (``probes.py``).
 
@@ -25,8 +27,9 @@ are passed to ``redisfuse bench`` and override the sizes.
 This file only parses the command line and runs the steps in order; the steps
 live beside it: ``targets.py`` (redis-server, tmpfs, memfs and RedisFUSE
 mounts), ``rounds.py`` (the workloads, round by round; medians and ratios),
-``probes.py`` (per operation, memory, RSS), ``report.py`` (the printed
-report), ``common.py`` (target names).
+``cost.py`` (CPU, commands and round trips per operation), ``probes.py`` (per
+operation, memory, RSS), ``report.py`` (the printed report), ``common.py``
+(target names).
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from common import DEFAULT_TARGETS, TARGETS, log
+from common import DEFAULT_TARGETS, MEMFS_LOOPS, TARGETS, log
+from cost import BACKGROUND_S, CostMeter, background_check
 from probes import run_op_probes, run_rss_probe, vm_status
 from report import format_report
 from rounds import run_rounds, summarize_workloads
@@ -113,6 +117,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], l
         "the others on the loop they name",
     )
     parser.add_argument(
+        "--no-cost",
+        action="store_true",
+        help="skip the cost per operation (mount and Redis CPU, commands, round trips) "
+        "of the small-file workloads",
+    )
+    parser.add_argument(
         "--no-probes",
         action="store_true",
         help="skip the per-operation, RSS and Redis memory measurements",
@@ -172,12 +182,29 @@ def main(argv: list[str] | None = None) -> int:
                 report["read_ahead_kb"] = read_ahead
             report["targets"] = {t: str(p) for t, p in targets.dirs.items()}
             log(f"redis-server on port {server.port}; targets: {report['targets']}")
+            meter = None
+            if targets.mounts and not args.no_cost:
+                meter = CostMeter(server.port, server.pid, targets.pids())
+                stack.callback(meter.close)
+                log(f"background with every mount idle ({BACKGROUND_S:.0f} s)")
+                report["cost_background"] = {"idle": meter.measure_background()}
             try:
                 run_rounds(
-                    targets.dirs, bench_args, args.repeat, args.time_limit, base, results, report
+                    targets.dirs,
+                    bench_args,
+                    args.repeat,
+                    args.time_limit,
+                    base,
+                    results,
+                    report,
+                    meter,
                 )
             finally:
                 report["workloads"] = summarize_workloads(results)
+                if meter is not None:
+                    check = background_check(results, MEMFS_LOOPS)
+                    if check is not None:
+                        report["cost_background"]["during_memfs"] = check
             if "redisfuse" in targets.mounts:
                 report["rss"] = {"main_mount": vm_status(targets.mounts["redisfuse"].pid)}
             targets.stop_mounts()

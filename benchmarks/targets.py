@@ -76,6 +76,11 @@ class RedisServer:
             time.sleep(0.05)
         client.close()
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
     def log_tail(self) -> str:
         path = self.workdir / "redis.log"
         return path.read_text(errors="replace")[-2000:] if path.exists() else ""
@@ -264,6 +269,10 @@ class Targets:
         if source is None or not memfs:
             return None
         return match_read_ahead(source, memfs)
+
+    def pids(self) -> dict[str, int]:
+        """Target -> pid of the process serving it (memfs or RedisFUSE)."""
+        return {name: mount.pid for name, mount in self.mounts.items()}
 
     def stop_mounts(self) -> None:
         """Unmount every FUSE target (the probes that follow want the machine to themselves)."""

@@ -96,6 +96,24 @@ class BackendUnavailable(FSError):
         super().__init__(_errno.EIO, message)
 
 
+class UnsafeRedis(FSError):
+    """Raised when opening a volume on a Redis that may delete its keys by itself: a
+    ``maxmemory-policy`` that evicts keys without a TTL (``allkeys-*``). Refusing at
+    once beats losing files silently later (EIO; the message names the fix)."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(_errno.EIO, message)
+
+
+class VolumeGone(FSError):
+    """Raised by every request once the volume's keys vanished from Redis under an open
+    volume (FLUSHALL, or an empty server or replica in its place), until the same
+    volume is back (EIO): answering from what this node remembers would be a lie."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(_errno.EIO, message)
+
+
 class FormatError(FSError):
     """Raised when a volume was formatted by an incompatible version (EINVAL)."""
 

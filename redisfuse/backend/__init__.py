@@ -19,6 +19,8 @@ from ..errors import (
     NotFound,
     ReadOnly,
     StaleHandle,
+    UnsafeRedis,
+    VolumeGone,
 )
 from .connect import RedisOptions
 from .keys import ROOT_INO, Ino
@@ -57,6 +59,8 @@ __all__ = [
     "Settings",
     "StatFs",
     "StaleHandle",
+    "UnsafeRedis",
     "Volume",
+    "VolumeGone",
     "open_volume",
 ]

@@ -19,7 +19,7 @@ COMMANDS: dict[str, str] = {
     "ping": "first PING, health checks, pub/sub keep-alive",
     "select": "a URL or --redis-db naming a database other than 0",
     # Opening a volume.
-    "info": "server version check at open, memory figures for statfs",
+    "info": "server version and eviction policy at open, memory figures and policy for statfs",
     "script|load": "the Lua scripts, at open and after NOSCRIPT",
     "evalsha": "every mutating operation (lua/*.lua)",
     "eval": "--replicas on a cluster: the barrier on each master (cluster_replicas.py)",

@@ -54,3 +54,9 @@ class ObjectCache:
         while self.size > self.capacity:
             _, evicted = self._items.popitem(last=False)
             self.size -= len(evicted)
+
+    def clear(self) -> None:
+        """Drop every object: their ids may name other contents now (a volume that
+        vanished came back restored, its objects numbered afresh)."""
+        self._items.clear()
+        self.size = 0

@@ -13,6 +13,15 @@ a second, so a ``df`` in a loop neither costs a second round trip nor makes
 Redis compute its INFO each time. On a cluster the memory figures are those
 of all masters summed, read in a round trip of their own. Between two readings, the memory used is
 moved by what the volume's byte count moved, so a write shows at once.
+
+The same INFO reading carries Redis' ``maxmemory_policy`` (of every master on a
+cluster), handed to the volume's health (health.py): a policy changed to one
+that evicts keys stops writes. When no df has read it for a second, the
+session's housekeeping reads the policy itself (:meth:`Capacity.poll`, one
+INFO memory per round), so a change is noticed within a housekeeping interval
+at no cost to requests. That reading leaves statfs' figures alone: refreshed
+in the background, they would also move with whatever else Redis frees or
+stores meanwhile, and a write would no longer show in df as its own size.
 """
 
 from __future__ import annotations
@@ -81,6 +90,8 @@ class Capacity:
         self._bytes_then = 0
         """The volume's byte count when ``_memory`` was read."""
         self._at = -CACHE_S
+        self._policy_at = -CACHE_S
+        """When the eviction policy was last read (by statfs or by poll)."""
 
     def __repr__(self) -> str:
         return f"<Capacity quota={self._quota} memory_age={time.monotonic() - self._at:.1f}s>"
@@ -103,9 +114,15 @@ class Capacity:
                 results.append(await memory_info(ctx.client))
         bytes_now = _int(results[0][1])
         if stale:
-            self._quota, self._memory = results[1], results[2]
+            self._quota = results[1]
+            if is_cluster(ctx.client):
+                self._memory, policies = results[2]
+            else:
+                self._memory = results[2]
+                policies = {ctx.address: str(self._memory.get("maxmemory_policy", ""))}
             self._bytes_then = bytes_now
-            self._at = time.monotonic()
+            self._at = self._policy_at = time.monotonic()
+            ctx.health.note_policies(policies)
         return compute(
             ctx.settings.block_size,
             results[0],
@@ -113,6 +130,21 @@ class Capacity:
             self._memory,
             bytes_now - self._bytes_then,
         )
+
+    async def poll(self) -> None:
+        """Read Redis' eviction policy if no reading is CACHE_S fresh (housekeeping: a
+        policy changed under the volume is noticed without a df)."""
+        if time.monotonic() - self._policy_at < CACHE_S:
+            return
+        ctx = self.ctx
+        with ctx.guard():
+            if is_cluster(ctx.client):
+                _, policies = await memory_info(ctx.client)
+            else:
+                memory = await ctx.client.info("memory")
+                policies = {ctx.address: str(memory.get("maxmemory_policy", ""))}
+        self._policy_at = time.monotonic()
+        ctx.health.note_policies(policies)
 
     async def set_quota(self, *, bytes_: int | None = None, inodes: int | None = None) -> None:
         """Set (positive) or remove (0) the volume's byte and inode quotas."""

@@ -221,7 +221,7 @@ def make_cluster_client(url: str, retry: Retry, deadline: float, common: dict[st
     options = {**common, **url_options}
     options.pop("retry", None)
     options.pop("retry_on_error", None)
-    retry.update_supported_errors(list(_RETRYABLE))  # type: ignore[arg-type]
+    retry.update_supported_errors(list(_RETRYABLE))
     # redis-py's loop counts attempts and, after a refused connection, sleeps only what
     # the backoff says: with none, a dead master used up every attempt before the
     # cluster had promoted its replica. So a short jittered backoff, and a count that
@@ -269,15 +269,24 @@ def node_of(client: Redis, key: str) -> str:
 MEMORY_FIELDS = ("used_memory", "maxmemory", "total_system_memory")
 
 
-async def memory_info(client: Redis) -> dict[str, int]:
-    """INFO memory of every master, summed: the room a spread volume has (its
-    objects go to every master; its metadata to one, so this is an estimate)."""
+async def masters_info(client: Redis, section: str) -> dict[str, dict[str, Any]]:
+    """INFO ``section`` of every master, by node name (host:port)."""
     cluster = cast(RedisCluster, client)
-    replies = await cluster.info("memory", target_nodes=RedisCluster.PRIMARIES)
-    per_node = (
-        list(replies.values()) if all(isinstance(v, dict) for v in replies.values()) else [replies]
-    )
-    return {f: sum(int(node.get(f, 0) or 0) for node in per_node) for f in MEMORY_FIELDS}
+    replies = await cluster.info(section, target_nodes=RedisCluster.PRIMARIES)
+    if all(isinstance(v, dict) for v in replies.values()):
+        return dict(replies)
+    primaries = cluster.get_primaries()  # one master: redis-py returns its reply alone
+    return {primaries[0].name if primaries else "": replies}
+
+
+async def memory_info(client: Redis) -> tuple[dict[str, int], dict[str, str]]:
+    """INFO memory of every master: the figures summed (the room a spread volume has:
+    its objects go to every master, its metadata to one, so this is an estimate), and
+    each master's maxmemory-policy (health.py: any one of them may evict keys)."""
+    per_node = await masters_info(client, "memory")
+    summed = {f: sum(int(node.get(f, 0) or 0) for node in per_node.values()) for f in MEMORY_FIELDS}
+    policies = {name: str(node.get("maxmemory_policy", "")) for name, node in per_node.items()}
+    return summed, policies
 
 
 async def still_subscribed(node: Redis, client: Redis, channel: str) -> bool:

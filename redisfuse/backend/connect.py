@@ -20,7 +20,7 @@ from redis.exceptions import ConnectionError, RedisError, TimeoutError
 from ..errors import BackendUnavailable
 from .cluster import is_cluster, is_cluster_url, make_cluster_client, set_deadline_retry
 from .counting import CountingRedis
-from .deadline import DeadlineRetry, RedisHealth, RetryStats
+from .deadline import DeadlineRetry, Reachability, RetryStats
 from .redis_errors import redis_error
 from .transport import SENTINEL_SCHEMES, redact, scheme_of, sentinel_client, tls_kwargs
 
@@ -73,10 +73,10 @@ def retry_stats(client: Redis) -> RetryStats | None:
     return retry.stats if isinstance(retry, DeadlineRetry) else None
 
 
-def health_of(client: Redis) -> RedisHealth | None:
+def reachability_of(client: Redis) -> Reachability | None:
     """What the requests of a client made by :func:`make_client` saw of Redis (deadline.py)."""
     retry = client.get_retry()
-    return retry.health if isinstance(retry, DeadlineRetry) else None
+    return retry.reach if isinstance(retry, DeadlineRetry) else None
 
 
 def _no_client_setinfo() -> dict[str, Any]:
@@ -109,9 +109,9 @@ def read_timeout(options: RedisOptions) -> float:
 
 def deadline_retry(options: RedisOptions, retries: int = MAX_ATTEMPTS) -> DeadlineRetry:
     """The retry of a client: every request retries for ``retry_deadline`` (deadline.py)."""
-    health = RedisHealth(options.address, options.retry_deadline, read_timeout(options))
+    reach = Reachability(options.address, options.retry_deadline, read_timeout(options))
     backoff = ExponentialWithJitterBackoff(base=options.retry_base, cap=1.0)
-    return DeadlineRetry(backoff, retries, deadline=options.retry_deadline, health=health)
+    return DeadlineRetry(backoff, retries, deadline=options.retry_deadline, reach=reach)
 
 
 def make_client(options: RedisOptions, retries: int = MAX_ATTEMPTS) -> Redis:

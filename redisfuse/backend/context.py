@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +18,10 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
-from ..errors import FSError, NoSpace
+from ..errors import FSError, NoSpace, VolumeGone
 from . import events
-from .connect import health_of
+from .connect import reachability_of
+from .health import Health
 from .keys import Keys, SessionId
 from .metacache import MetaCache
 from .model import Settings
@@ -92,6 +93,11 @@ class IdAllocator:
     def __repr__(self) -> str:
         return f"<IdAllocator {self._key} next={self._next} end={self._end}>"
 
+    def reset(self) -> None:
+        """Forget the reserved range: the counter it came from is not the volume's any
+        more (the volume vanished and came back restored, with a counter of its own)."""
+        self._next = self._end = 0
+
     async def take(self, count: int = 1) -> list[int]:
         """Return ``count`` fresh ids (without awaiting while the reserved range lasts)."""
         if self._end - self._next >= count and not self._lock.locked():
@@ -153,6 +159,11 @@ class Context:
     """Until this time (monotonic), space is short: freed data is deleted at once."""
     counters: Counters = field(default_factory=Counters)
     """What this node did (bytes, events...), for the metrics (stats.py)."""
+    reply_hook: Callable[[str], Awaitable[None]] | None = None
+    """Test hook awaited with a script's name as soon as its reply arrived, before
+    anything uses it: a test holds a reply there while a change event overtakes it."""
+    health: Health = field(init=False)
+    """Whether Redis may be trusted with the volume now (evicting policy, volume gone)."""
     _oom_log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(5.0))
 
     @property
@@ -161,8 +172,8 @@ class Context:
         none was answered since (deadline.py). Clean-up after a failure then leaves
         what can wait (a lock's release: its TTL; a close's release: the next request)
         rather than make the failed FUSE request wait another read timeout."""
-        health = health_of(self.client)
-        return health is not None and health.unavailable
+        reach = reachability_of(self.client)
+        return reach is not None and reach.unavailable
 
     @property
     def space_short(self) -> bool:
@@ -170,6 +181,7 @@ class Context:
         return time.monotonic() < self.space_short_until
 
     def __post_init__(self) -> None:
+        self.health = Health(self.keys.volume, self.address)
         self.inode_ids = IdAllocator(self.client, self.keys.counter_ino, 256, self.guard)
         self.object_ids = IdAllocator(self.client, self.keys.counter_obj, 1024, self.guard)
 
@@ -216,21 +228,29 @@ class Context:
         *,
         changed: Iterable[int] = (),
         entries: Iterable[tuple[int, bytes]] = (),
+        ticket: int = 0,
     ) -> list[Any]:
         """Run a Lua script, turning Redis failures into FSErrors.
 
         A mutating script names the inodes and entries it may change: they are
-        dropped from this node's cache, and the change event for other nodes is
-        published in the same round trip, right after the script.
+        dropped from this node's cache when it is sent and again when its reply
+        arrives, and the change event for other nodes is published in the same
+        round trip, right after the script. ``ticket`` (taken by the caller just
+        before) is what the caller fills the cache with from the reply.
         """
         changed = tuple(changed)
         entries = tuple(entries)
         assert all(self.keys.owns(k) for k in keys), f"{name}: a key without the volume's tag"
+        if changed or entries:
+            ticket = ticket or self.cache.ticket()
+            self.cache.changing(ticket, changed, entries)
         with self.guard():
             try:
                 if not self.pending_releases and not (self.peers and (changed or entries)):
                     keys, args, rid = self.prepare(name, keys, args)
                     result = await self.scripts.call(self.client, name, keys, args, check_=False)
+                    if self.reply_hook is not None:
+                        await self.reply_hook(name)
                     self.answer((rid, result))
                     return self.check(name, result)
                 pipe = self.client.pipeline(transaction=False)
@@ -238,6 +258,8 @@ class Context:
                 sent = self.queue_script(pipe, name, keys, args)
                 self.publish(pipe, changed, entries)
                 results = await self.scripts.execute(self.client, pipe)
+                if self.reply_hook is not None:
+                    await self.reply_hook(name)
                 self.answer(
                     *zip(releases, results[: len(releases)], strict=True),
                     (sent, results[len(releases)]),
@@ -250,7 +272,7 @@ class Context:
                     self.cache.drop_listing(parent)
                 raise
             finally:
-                self.forget(changed, entries)
+                self.cache.changing(ticket, changed, entries)
 
     def publish(
         self, pipe: Pipeline, changed: Iterable[int], entries: Iterable[tuple[int, bytes]] = ()
@@ -338,7 +360,14 @@ class Context:
 
     @contextlib.contextmanager
     def guard(self) -> Iterator[None]:
-        """Turn any Redis failure raised inside the block into an FSError."""
+        """Turn any Redis failure raised inside the block into an FSError.
+
+        Once the volume is known to be gone from Redis (health.py), nothing is
+        sent: every request fails here with EIO, and nothing of the volume can be
+        written again by this node until it is back.
+        """
+        if self.health.gone is not None:
+            raise VolumeGone(self.health.gone)
         try:
             yield
         except (RedisError, OSError) as exc:

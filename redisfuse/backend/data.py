@@ -10,6 +10,15 @@ SET has replied OK (a refused or unanswered SET deletes what was stored and
 commits nothing), so a block map never names an object that was not stored.
 A crash between the SETs and the commit leaves unreferenced objects (found by
 fsck/gc), never a torn file.
+
+A block this node wrote only part of holds bytes it read from somewhere: the
+map entry it was loaded from, a hole, or the copy in a commit still in flight
+(its *base*). The commit swaps it in only if the map still holds that base
+(compare and swap, in the script); otherwise nothing is committed, the blocks
+that changed meanwhile are merged afresh (their new contents with this node's
+bytes on top) and the commit is sent again. So writers on several nodes never
+undo each other's bytes in one block, and a wrong guess here (a block taken
+for a hole past a size this node saw last) costs a retry, never data.
 """
 
 from __future__ import annotations
@@ -17,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import random
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, NoReturn, cast
 
 import anyio
@@ -27,26 +38,86 @@ from ..errors import FSError
 from . import codec
 from .cache import ObjectCache
 from .context import Context, QuickLock, now_ns
-from .lock import Lock
-from .model import attr_from_pairs
+from .model import Attr, attr_from_pairs
 from .objects import Objects
 from .reader import THREAD_THRESHOLD, BlockReader
+from .scripts import Stale
 
 log = logging.getLogger(__name__)
+
+WHOLE = b"*"
+"""Base of a block this node wrote in full: it replaces whatever the map holds."""
+
+HOLE = b""
+"""Base of a block taken for a hole: it is committed only where the map has none."""
+
+OUTDATED = b"?"
+"""Base of a block copied from a commit in flight that merged that block afresh
+afterwards (another node had changed it): no map value matches, so the block is
+merged afresh too before it is committed."""
+
+COMMIT_ATTEMPTS = 20
+"""Commits refused because other nodes kept changing the same blocks, before EAGAIN."""
+
+
+def merge_ranges(ranges: list[list[int]]) -> list[list[int]]:
+    """Sorted, non-overlapping [lo, hi) ranges covering the same bytes as ``ranges``."""
+    ordered = sorted(ranges)
+    merged = [list(ordered[0])]
+    for lo, hi in ordered[1:]:
+        if lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    return merged
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """This node's writes to one inode not yet in Redis, as they stood at one moment.
+
+    A reply from Redis may be older than a commit that completed while it was
+    on its way: a read takes this view *before* it asks, so that every write is
+    either in the view or in the reply.
+    """
+
+    end: int
+    written_ns: int
+    layers: tuple[dict[int, bytearray], ...]
+    """Blocks by index, newest layer first: the buffer, then a commit in flight."""
+
+    def block(self, idx: int) -> bytearray | None:
+        for layer in self.layers:
+            found = layer.get(idx)
+            if found is not None:
+                return found
+        return None
 
 
 class DirtyFile:
     """Unflushed writes to one inode on this node: whole blocks, by index."""
 
-    def __init__(self, ino: int) -> None:
+    def __init__(self, ino: int, origin: DirtyFile | None = None) -> None:
         self.ino = ino
+        self.origin = origin
+        """Of a snapshot committed behind the writer: the file it was detached from."""
         self.blocks: dict[int, bytearray] = {}
         self.end = 0
         """Offset just past the last byte written; the size after the flush is at least this."""
         self.known_size = -1
         """Committed size as last seen here, to skip loading blocks past the end (-1: unknown)."""
+        self.attr: Attr | None = None
+        """The newest attributes this node's own requests on the inode returned (by
+        version): a reply older than them is older than this node's own commit."""
         self.extents: dict[int, list[list[int]]] = {}
         """Byte ranges of each block written here (sorted, merged); the rest came from Redis."""
+        self.bases: dict[int, bytes | DirtyFile] = {}
+        """What each block was built on (module docstring): the map value it was loaded
+        from, HOLE, WHOLE, or the snapshot in flight whose copy it took."""
+        self.stored: dict[int, bytes] | None = None
+        """Of a snapshot whose commit succeeded: the map value it gave each block."""
+        self.remerged: set[int] = set()
+        """Blocks merged afresh since they were buffered: copies taken before are outdated."""
         self.written_ns = 0
         """Time of the last buffered write (0: none): stat shows it, and the commit stamps it."""
         self.lock = QuickLock()
@@ -70,24 +141,72 @@ class DirtyFile:
             ranges[-1][1] = max(ranges[-1][1], end)  # the sequential case, in O(1)
             return
         ranges.append([start, end])
-        ranges.sort()
-        merged = [ranges[0]]
-        for lo, hi in ranges[1:]:
-            if lo <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], hi)
-            else:
-                merged.append([lo, hi])
-        self.extents[idx] = merged
+        self.extents[idx] = merge_ranges(ranges)
 
-    def partial_blocks(self) -> list[int]:
-        """Blocks holding bytes this node did not write (merged from Redis before commit)."""
-        return [
-            idx for idx, block in self.blocks.items() if self.extents.get(idx) != [[0, len(block)]]
-        ]
+    def base_for(self, idx: int, block_size: int) -> bytes:
+        """The map value block ``idx`` must replace when committed (WHOLE: any)."""
+        if self.extents.get(idx) == [[0, block_size]]:
+            return WHOLE
+        base = self.bases.get(idx, HOLE)
+        while isinstance(base, DirtyFile):
+            if idx in base.remerged:
+                return OUTDATED
+            if base.stored is not None:
+                return base.stored.get(idx, HOLE)
+            base = base.bases.get(idx, HOLE)  # it failed: its blocks came back here
+        return base
+
+    def learn(self, attr: Attr) -> None:
+        """Attributes a request of this node returned: keep them if they are newer."""
+        if self.attr is None or attr.version >= self.attr.version:
+            self.attr = attr
+            self.known_size = attr.size
+
+    def committed(self, stored: dict[int, bytes], attr: Attr) -> None:
+        """The blocks are in Redis now (``stored``: their map values) and the inode's
+        attributes are ``attr``.
+
+        A snapshot keeps its blocks (a read that took a view before may still
+        use them), and its writer's view moves on in this same instant: no
+        await may come between the reply and this, or a write in between would
+        find neither the snapshot nor the size that includes it.
+        """
+        origin = self.origin
+        if origin is None:
+            self.clear()
+            self.end = 0
+            self.learn(attr)
+            return
+        self.stored = stored
+        origin.learn(attr)
+        if origin.committing is self:
+            origin.committing = None
+
+    def take_back(self, snap: DirtyFile) -> None:
+        """A commit of ``snap`` behind the writer failed: its writes are pending here again.
+
+        A block written here since was built on the snapshot's copy, so the
+        snapshot's bytes in it stay this node's to commit, on the snapshot's base.
+        """
+        for idx, block in snap.blocks.items():
+            theirs = snap.extents.get(idx, [])
+            if idx in self.blocks:
+                self.extents[idx] = merge_ranges([*theirs, *self.extents.get(idx, [])])
+                if self.bases.get(idx) is snap:
+                    outdated = idx in snap.remerged
+                    self.bases[idx] = OUTDATED if outdated else snap.bases.get(idx, HOLE)
+            else:
+                self.blocks[idx] = block
+                self.extents[idx] = theirs
+                self.bases[idx] = snap.bases.get(idx, HOLE)
+        self.written_ns = self.written_ns or snap.written_ns
+        self.end = max(self.end, snap.end)
 
     def clear(self) -> None:
         self.blocks = {}
         self.extents = {}
+        self.bases = {}
+        self.remerged = set()
         self.written_ns = 0
 
     def discard(self) -> None:
@@ -98,9 +217,9 @@ class DirtyFile:
 
     def detach(self) -> DirtyFile:
         """Move the buffered blocks into a new DirtyFile, to be committed behind our back."""
-        snap = DirtyFile(self.ino)
-        snap.blocks, snap.extents, snap.written_ns = self.blocks, self.extents, self.written_ns
-        snap.end, snap.known_size = self.end, self.known_size
+        snap = DirtyFile(self.ino, origin=self)
+        snap.blocks, snap.extents, snap.bases = self.blocks, self.extents, self.bases
+        snap.written_ns, snap.end, snap.known_size = self.written_ns, self.end, self.known_size
         self.clear()
         self.end = 0
         return snap
@@ -113,12 +232,13 @@ class DirtyFile:
             written = max(written, self.committing.written_ns)
         return end, written
 
-    def block(self, idx: int) -> bytearray | None:
-        """The newest unflushed contents of block ``idx`` on this node, if any."""
-        found = self.blocks.get(idx)
-        if found is None and self.committing is not None:
-            found = self.committing.blocks.get(idx)
-        return found
+    def pending(self) -> Pending:
+        """A view of the writes not yet committed, to overlay on a reply asked for now."""
+        end, written = self.pending_end_and_time()
+        layers: tuple[dict[int, bytearray], ...] = (self.blocks,)
+        if self.committing is not None:
+            layers = (self.blocks, self.committing.blocks)
+        return Pending(end, written, layers)
 
 
 class BlockStore:
@@ -135,29 +255,38 @@ class BlockStore:
         self.reader = BlockReader(ctx, cache)
         self.before_commit: Callable[[], Awaitable[None]] | None = None
         """Test hook awaited after the objects are stored and before the map is committed."""
+        self.after_commit: Callable[[], Awaitable[None]] | None = None
+        """Test hook awaited right after a commit's reply was taken in (any await a
+        later change might add there must find the node's view consistent)."""
 
     def __repr__(self) -> str:
         return f"<BlockStore {self.keys.volume!r} {self.cache!r}>"
 
-    async def read(self, ino: int, offset: int, size: int, dirty: DirtyFile | None) -> bytes:
-        """Read up to ``size`` bytes at ``offset`` (see reader.py); holes read as zeros."""
-        return await self.reader.read(ino, offset, size, dirty)
+    def forget(self) -> None:
+        """Drop every cached object and read position (the volume came back restored)."""
+        self.reader.forget()
 
-    async def _load_block(self, ino: int, idx: int, dirty: DirtyFile) -> bytearray:
-        """The current contents of one block, for a write that covers only part of it."""
-        committing = dirty.committing.blocks.get(idx) if dirty.committing else None
-        if committing is not None:
-            return bytearray(committing)  # newer than Redis; merged afresh at commit
+    async def read(self, ino: int, offset: int, size: int, pending: Pending | None) -> bytes:
+        """Read up to ``size`` bytes at ``offset`` (see reader.py); holes read as zeros."""
+        return await self.reader.read(ino, offset, size, pending)
+
+    async def _load_block(self, idx: int, dirty: DirtyFile) -> tuple[bytearray, bytes | DirtyFile]:
+        """The current contents of one block and its base, for a write that covers only
+        part of it."""
+        committing = dirty.committing
+        if committing is not None and idx in committing.blocks:
+            # Newer than Redis: its commit decides the base.
+            return bytearray(committing.blocks[idx]), committing
         if 0 <= dirty.known_size <= idx * self.bs:
-            return bytearray()
+            return bytearray(), HOLE
         with self.ctx.guard():
             value = cast(
-                bytes | None, await self.ctx.client.hget(self.keys.blockmap(ino), str(idx))
+                bytes | None, await self.ctx.client.hget(self.keys.blockmap(dirty.ino), str(idx))
             )
         if value is None:
-            return bytearray()
+            return bytearray(), HOLE
         (data,) = await self.reader.fetch([value])
-        return bytearray(data or b"")
+        return bytearray(data or b""), value
 
     async def write(self, dirty: DirtyFile, offset: int, data: bytes) -> None:
         """Buffer ``data`` at ``offset`` into whole blocks (loading partly overwritten ones)."""
@@ -171,11 +300,13 @@ class BlockStore:
             take = min(bs - within, len(data) - pos)
             block = dirty.blocks.get(idx)
             if block is None:
+                base: bytes | DirtyFile
                 if within == 0 and take == bs:
-                    block = bytearray()
+                    block, base = bytearray(), WHOLE
                 else:
-                    block = await self._load_block(dirty.ino, idx, dirty)
+                    block, base = await self._load_block(idx, dirty)
                 dirty.blocks[idx] = block
+                dirty.bases[idx] = base
             if len(block) < within:
                 block.extend(bytes(within - len(block)))
             block[within : within + take] = data[pos : pos + take]
@@ -192,18 +323,21 @@ class BlockStore:
             raise FSError(errno.ENOENT, f"inode {ino} does not exist")
         return int(value)
 
-    async def _remerge(self, dirty: DirtyFile, partial: list[int]) -> None:
-        """Reload partly written blocks (under the inode lock) and lay this node's bytes on top.
+    async def _remerge(self, dirty: DirtyFile, indexes: list[int]) -> None:
+        """Reload blocks whose base changed in Redis and lay this node's bytes on top.
 
-        Another node may have changed the rest of such a block since it was
-        loaded; without this, committing the whole block would undo that change.
+        Another node (or a truncate) changed the rest of such a block since it
+        was loaded; committing the block as it was would undo that change.
         """
         with self.ctx.guard():
-            values = await self.ctx.client.hmget(
-                self.keys.blockmap(dirty.ino), [str(i) for i in partial]
+            values = cast(
+                list[bytes | None],
+                await self.ctx.client.hmget(
+                    self.keys.blockmap(dirty.ino), [str(i) for i in indexes]
+                ),
             )
-        fresh = await self.reader.fetch(cast(list[bytes | None], values))
-        for idx, base in zip(partial, fresh, strict=True):
+        fresh = await self.reader.fetch(values)
+        for idx, value, base in zip(indexes, values, fresh, strict=True):
             mine = dirty.blocks[idx]
             merged = bytearray(base or b"")
             if len(merged) < len(mine):
@@ -211,6 +345,8 @@ class BlockStore:
             for lo, hi in dirty.extents.get(idx, []):
                 merged[lo:hi] = mine[lo:hi]
             dirty.blocks[idx] = merged
+            dirty.bases[idx] = HOLE if value is None else value
+            dirty.remerged.add(idx)
 
     async def settle(self, dirty: DirtyFile) -> None:
         """Wait for the commit in flight (write-behind), raising a failure of it here."""
@@ -250,33 +386,30 @@ class BlockStore:
         try:
             await self.flush(snap)
         except BaseException:
-            for idx, block in snap.blocks.items():
-                if idx not in dirty.blocks:
-                    dirty.blocks[idx] = block
-                    dirty.extents[idx] = snap.extents.get(idx, [])
-            dirty.written_ns = dirty.written_ns or snap.written_ns
-            dirty.end = max(dirty.end, snap.end)
+            dirty.take_back(snap)
             raise
-        dirty.known_size = max(dirty.known_size, snap.known_size)
 
     async def flush(
         self,
         dirty: DirtyFile,
         *,
-        locked: bool = False,
         then: tuple[str, list[str], list[Any]] | None = None,
+        ticket: int = 0,
     ) -> list[Any] | None:
         """Commit every buffered block in one pipeline; on failure the buffer is kept.
 
-        Blocks that hold bytes this node did not write are merged afresh under
-        the inode lock first (``locked``: the caller holds it already). A commit
-        still in flight from :meth:`flush_behind` is waited for first; if it
-        failed, its blocks are committed now and its error is raised afterwards,
-        so that a close reports the failure without losing the data.
+        A commit still in flight from :meth:`flush_behind` is waited for first;
+        if it failed, its blocks are committed now and its error is raised
+        afterwards, so that a close reports the failure without losing the data.
 
         ``then`` is a script (name, KEYS, ARGV) on the same inode to run right
         after the commit, in the same round trip; its checked result is returned
-        (None when there was nothing to commit and it was not run).
+        (None when there was nothing to commit and it was not run). When the
+        commit had to be sent again (its blocks changed in Redis meanwhile),
+        ``then`` ran after the refused attempt and runs again after the one
+        that succeeds, so the end state is the commit followed by ``then``.
+        ``ticket`` (metacache.py) is what the caller fills the cache with from
+        ``then``'s result: the commit drops the inode with it.
         """
         try:
             await self.settle(dirty)
@@ -285,24 +418,36 @@ class BlockStore:
             earlier = exc
         result = None
         if dirty.blocks or dirty.end > max(dirty.known_size, 0):
-            partial = [] if locked else dirty.partial_blocks()
-            if partial:
-                async with Lock(self.ctx, self.keys.inode_lock(dirty.ino), renew=False):
-                    await self._remerge(dirty, partial)
-                    result = await self._commit(dirty, then)
+            # Nothing is stored while Redis may evict it, or once the volume is gone
+            # (health.py); the blocks stay buffered, and the error is reported.
+            self.ctx.health.check_writable()
+            for attempt in range(COMMIT_ATTEMPTS):
+                try:
+                    result = await self._commit(dirty, then, ticket)
+                    break
+                except Stale as conflict:
+                    if attempt:
+                        await anyio.sleep(random.uniform(0, 0.002 * attempt))
+                    await self._remerge(dirty, [int(i) for i in conflict.detail])
             else:
-                result = await self._commit(dirty, then)
+                raise FSError(errno.EAGAIN, f"inode {dirty.ino}: its blocks kept changing; gave up")
         if earlier is not None:
             raise earlier
         return result
 
     async def _commit(
-        self, dirty: DirtyFile, then: tuple[str, list[str], list[Any]] | None = None
+        self,
+        dirty: DirtyFile,
+        then: tuple[str, list[str], list[Any]] | None = None,
+        ticket: int = 0,
     ) -> list[Any] | None:
+        """One attempt at committing the buffer; raises Stale (with the block indexes)
+        when blocks it holds only part of changed in Redis since they were loaded."""
         blocks = dirty.blocks
         end = dirty.end
         indexes = sorted(blocks)
         payloads = [bytes(blocks[i]) for i in indexes]
+        bases = [dirty.base_for(i, self.bs) for i in indexes]
         total = sum(len(p) for p in payloads)
         if total >= THREAD_THRESHOLD:
             encoded = await anyio.to_thread.run_sync(
@@ -314,8 +459,8 @@ class BlockStore:
         now = now_ns()
         # mtime/ctime are those of the last write(), which stat has shown since (POSIX).
         args: list[Any] = [dirty.written_ns or now, now // 1_000_000, end]
-        for idx, obj, payload in zip(indexes, ids, payloads, strict=True):
-            args += [idx, obj, len(payload)]
+        for idx, obj, payload, base in zip(indexes, ids, payloads, bases, strict=True):
+            args += [idx, obj, len(payload), base]
         spread = self.keys.spread
         commit_keys = [
             self.keys.inode(dirty.ino),
@@ -328,6 +473,8 @@ class BlockStore:
         ]
         if spread:
             await self._store_spread(ids, encoded)
+        ticket = ticket or self.ctx.cache.ticket()
+        self.ctx.cache.changing(ticket, (dirty.ino,), ())
         with self.ctx.guard():
             pipe = self.ctx.client.pipeline(transaction=False)
             if not spread:
@@ -348,8 +495,10 @@ class BlockStore:
                 results = await self.ctx.scripts.execute(
                     self.ctx.client, pipe, raise_on_error=False
                 )
+                if self.ctx.reply_hook is not None:
+                    await self.ctx.reply_hook("commit")
             finally:
-                self.ctx.forget((dirty.ino,), ())
+                self.ctx.cache.changing(ticket, (dirty.ino,), ())
         self.ctx.answer(
             *zip(releases, results[commit_at - len(releases) : commit_at], strict=True),
             *zip(sent, results[commit_at : commit_at + len(sent)], strict=True),
@@ -367,10 +516,17 @@ class BlockStore:
         )
         for obj, payload in zip(ids, payloads, strict=True):
             self.cache.put(obj, payload)
-        dirty.clear()
-        dirty.known_size = int(committed[1])
-        self.ctx.cache.put_attr(attr_from_pairs(dirty.ino, committed[3]))
-        dirty.end = 0
+        attr = attr_from_pairs(dirty.ino, committed[3])
+        self.ctx.cache.put_attr(attr, ticket)
+        dirty.committed(
+            {
+                idx: b"%d:%d" % (obj, len(payload))
+                for idx, obj, payload in zip(indexes, ids, payloads, strict=True)
+            },
+            attr,
+        )
+        if self.after_commit is not None:
+            await self.after_commit()
         if failed is not None:
             raise self.ctx.translate(failed)
         if then is None:
@@ -412,7 +568,8 @@ class BlockStore:
         a full Redis too) instead of waiting for gc. The buffer is kept for the
         next flush, unless the inode itself is gone. A failed command of the
         pipeline (an object SET refused by a full Redis: ENOSPC) is the reason
-        when there is one; else the script's own status is.
+        when there is one; else the script's own status is (Stale: blocks it
+        holds only part of changed in Redis since they were loaded).
         """
         await self._drop_uncommitted(ids)
         if failed is not None:

@@ -21,7 +21,7 @@ the enclosing request's deadline, never for a deadline of their own; the
 cluster client's inner retry loop asks the same variable through
 :class:`DeadlineBackoff`.
 
-:class:`RedisHealth` is what the retries of one client saw: it logs one
+:class:`Reachability` is what the retries of one client saw: it logs one
 WARNING when Redis stops answering and one INFO when it answers again, with
 how long it was gone, and counts outages for the metrics. Once a request has
 failed at its deadline, the outage is known: until Redis answers again, each
@@ -85,7 +85,7 @@ class RetryStats:
         return f"<RetryStats {self.total} {dict(self.causes)}>"
 
 
-class RedisHealth:
+class Reachability:
     """Whether Redis answers, as the requests of one client see it; logs each outage once.
 
     Shared by every connection of the client (redis-py gives each connection a
@@ -114,7 +114,7 @@ class RedisHealth:
 
     def __repr__(self) -> str:
         state = "answering" if self.failing_since is None else f"failing {self.down_for():.1f}s"
-        return f"<RedisHealth {self.address} {state} outages={self.outages}>"
+        return f"<Reachability {self.address} {state} outages={self.outages}>"
 
     def down_for(self) -> float:
         """Seconds the outage under way has lasted (0 when none was reported)."""
@@ -189,19 +189,19 @@ class DeadlineRetry(Retry):
         retries: int,
         *,
         deadline: float,
-        health: RedisHealth,
+        reach: Reachability,
     ) -> None:
         super().__init__(backoff, retries)
         self.deadline = deadline
-        self.health = health
+        self.reach = reach
         self.stats = RetryStats()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> DeadlineRetry:
-        """redis-py gives each connection a deep copy: they must share one tally and health."""
+        """redis-py gives each connection a deep copy: they share one tally and Reachability."""
         clone = type(self).__new__(type(self))
         memo[id(self)] = clone
         for name, value in vars(self).items():
-            shared = name in ("stats", "health")
+            shared = name in ("stats", "reach")
             setattr(clone, name, value if shared else copy.deepcopy(value, memo))
         return clone
 
@@ -224,8 +224,8 @@ class DeadlineRetry(Retry):
                 first = error
             else:
                 # A pub/sub read that timed out on purpose returns None: not an answer.
-                if self.health.failing_since is not None and result is not None:
-                    self.health.answered()
+                if self.reach.failing_since is not None and result is not None:
+                    self.reach.answered()
                 return result
             return await self._again(
                 do, fail, is_retryable, with_failure_count, first, until, outer
@@ -245,8 +245,8 @@ class DeadlineRetry(Retry):
         outer: bool,
     ) -> T:
         """The attempts after a failed one, until one succeeds or the deadline passes."""
-        health = self.health
-        read_timeout = health.read_timeout
+        reach = self.reach
+        read_timeout = reach.read_timeout
         self._backoff.reset()  # type: ignore[no-untyped-call]
         failures = 0
         while True:
@@ -258,14 +258,14 @@ class DeadlineRetry(Retry):
                 self.stats.total += 1
                 self.stats.causes[type(error).__name__] += 1
                 log.debug("Redis command retried after %s: %s", type(error).__name__, error)
-                health.failed(error)
+                reach.failed(error)
             await (fail(error, failures) if with_failure_count else fail(error))
             now = time.monotonic()
             if not retryable or failures > self._retries:
                 raise error  # (a count is the bound of the first PING only: not an outage)
-            if now >= until or health.unavailable:
+            if now >= until or reach.unavailable:
                 if outer:
-                    health.deadline_passed(error)
+                    reach.deadline_passed(error)
                 raise error
             await anyio.sleep(min(self._backoff.compute(failures), until - now))
             # Every attempt from here on ends by the deadline plus one read timeout.
@@ -277,10 +277,10 @@ class DeadlineRetry(Retry):
                     continue
             if scope.cancelled_caught:
                 error = TimeoutError(
-                    f"no reply from Redis at {health.address} within the retry deadline"
+                    f"no reply from Redis at {reach.address} within the retry deadline"
                 )
                 continue
-            health.answered()
+            reach.answered()
             return result
 
 

@@ -135,7 +135,7 @@ class Dumper:
 
     async def run(self) -> DumpStats:
         settings = self.ctx.settings
-        await self._write(fmt.header(settings.block_size, settings.codec))
+        await self._write(fmt.header(settings.block_size, settings.codec, settings.uuid))
         (root,) = await self._read([ROOT_INO])
         if root is None:
             raise FSError(errno.EIO, f"volume {self.keys.volume!r} has no root directory")

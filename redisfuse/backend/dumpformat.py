@@ -13,6 +13,7 @@ import binascii
 import json
 import stat
 import zlib
+from dataclasses import dataclass
 from typing import Any
 
 from . import codec
@@ -31,6 +32,21 @@ FILE_TYPES = frozenset(
 
 INODE_INTS = ("mode", "uid", "gid", "nlink", "size", "rdev", "atime", "mtime", "ctime")
 """The integer fields of an ``inode`` record, as named in ``i:INO``."""
+
+
+MAX_UUID = 64
+"""Longest volume uuid a header may carry (RedisFUSE writes 32 hex digits)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """What a dump's first record says of the volume it holds."""
+
+    block_size: int
+    codec: str
+    uuid: str | None
+    """The dumped volume's uuid (None in dumps written before it was recorded): a load
+    gives it to the volume it restores, which is then the same volume again."""
 
 
 class DumpFormatError(ValueError):
@@ -67,16 +83,17 @@ def line(fields: dict[str, Any]) -> bytes:
     return text.encode("utf-8") + b"\n"
 
 
-def header(block_size: int, codec_name: str) -> bytes:
-    return line(
-        {
-            "kind": "header",
-            "format": DUMP_FORMAT,
-            "version": DUMP_VERSION,
-            "block_size": block_size,
-            "codec": codec_name,
-        }
-    )
+def header(block_size: int, codec_name: str, uuid: str | None = None) -> bytes:
+    fields: dict[str, Any] = {
+        "kind": "header",
+        "format": DUMP_FORMAT,
+        "version": DUMP_VERSION,
+        "block_size": block_size,
+        "codec": codec_name,
+    }
+    if uuid:
+        fields["uuid"] = uuid
+    return line(fields)
 
 
 def block(index: int, valid: int, stored: bytes) -> bytes:
@@ -113,8 +130,8 @@ def integer(rec: dict[str, Any], name: str, low: int = 0) -> int:
     return value
 
 
-def check_header(rec: dict[str, Any]) -> tuple[int, str]:
-    """(block size, codec) of a header record; refuses other formats and versions."""
+def check_header(rec: dict[str, Any]) -> Header:
+    """What a header record says; refuses other formats and versions."""
     if rec.get("kind") != "header" or rec.get("format") != DUMP_FORMAT:
         raise DumpFormatError("not a RedisFUSE dump (no redisfuse-dump header)")
     version = rec.get("version")
@@ -125,7 +142,12 @@ def check_header(rec: dict[str, Any]) -> tuple[int, str]:
     codec_name = rec.get("codec")
     if not isinstance(codec_name, str) or codec_name not in codec.CODECS:
         raise DumpFormatError(f"dump uses unknown codec {codec_name!r}")
-    return integer(rec, "block_size", 1), codec_name
+    uuid = rec.get("uuid")
+    if uuid is not None and (
+        not isinstance(uuid, str) or not 0 < len(uuid) <= MAX_UUID or not uuid.isalnum()
+    ):
+        raise DumpFormatError(f"dump header has a bad uuid: {uuid!r}")
+    return Header(integer(rec, "block_size", 1), codec_name, uuid)
 
 
 def check_name(rec: dict[str, Any]) -> bytes:

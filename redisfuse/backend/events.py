@@ -205,6 +205,7 @@ async def listen(
     channel: str,
     hello_channel: str,
     own_session: int,
+    present: Callable[[], bool] = lambda: True,
     *,
     silence: float = DEFAULT_SILENCE_S,
     address: str = "",
@@ -216,6 +217,8 @@ async def listen(
     Announcements of new sessions on ``hello_channel`` come as ``PeerJoined``.
     A subscription silent for ``silence`` seconds is replaced (see :class:`Watch`).
     Runs until cancelled, also when a command lost the cancellation (cancellation.py).
+    ``present`` says whether the volume's keys are in Redis (health.py): on a
+    cluster, a slot without keys means the slot moved only while they are.
     """
     sharded = is_cluster(client)
     channels = (channel, hello_channel)
@@ -245,7 +248,7 @@ async def listen(
                 delay = min(delay * 2, RECONNECT_CAP_S)
                 continue
 
-            serves = functools.partial(still_subscribed, own, client, channel) if own else None
+            serves = functools.partial(_serves, own, client, channel, present) if own else None
             async for event in _read(pubsub, channels, own_session, serves, watch):
                 delay = 0.05
                 yield event
@@ -253,7 +256,7 @@ async def listen(
             delay = 0.1
         finally:
             with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
             if own is not None:
                 with contextlib.suppress(RedisError, OSError):
                     await own.aclose()
@@ -351,6 +354,11 @@ async def _read(
             continue
         for event in events:
             yield event
+
+
+async def _serves(node: Redis, client: Redis, channel: str, present: Callable[[], bool]) -> bool:
+    """still_subscribed(), but a volume that vanished leaves its slot empty without moving."""
+    return not present() or await still_subscribed(node, client, channel)
 
 
 async def _subscribe(pubsub: PubSub, channels: tuple[str, ...], sharded: bool) -> None:

@@ -9,6 +9,11 @@ link counts and usage; a batch of objects with its block map entries and byte
 counts), and steps go to Redis whole, many to a MULTI, so a load cut short
 leaves a consistent, partly restored volume. Nothing is published: load into a volume nobody has
 mounted.
+
+Once everything is restored, the volume takes the dumped volume's uuid (from
+the dump's header, when it has one): it is that volume again, so a mount that
+saw it vanish from this Redis resumes. A load cut short leaves the
+uuid the volume was formatted with, and such a mount waiting.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import errno
 import logging
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from redis.asyncio.client import Pipeline
@@ -62,8 +67,8 @@ class _Dir:
     last_name: bytes | None = None
 
 
-async def read_header(src: AsyncReader) -> tuple[int, str]:
-    """(block size, codec) from the dump's first line; DumpFormatError if it is no dump."""
+async def read_header(src: AsyncReader) -> fmt.Header:
+    """What the dump's first line says; DumpFormatError if it is no dump."""
     try:
         raw = await src.readline(HEADER_MAX)
         if not raw:
@@ -78,9 +83,15 @@ class Loader:
     """Restores one dump stream into one empty volume; use :func:`load_volume`."""
 
     def __init__(
-        self, ctx: Context, src: AsyncReader, block_size: int, progress: Progress | None
+        self,
+        ctx: Context,
+        src: AsyncReader,
+        block_size: int,
+        progress: Progress | None,
+        uuid: str | None = None,
     ) -> None:
         self.ctx = ctx
+        self.uuid = uuid
         self.keys = ctx.keys
         self.objects = Objects(ctx.client, ctx.keys)
         self.src = src
@@ -169,6 +180,12 @@ class Loader:
                 self.progress(self.stats.inodes, self.src.consumed)
         if await self.src.readline(fmt.MAX_LINE):
             raise DumpFormatError("data after the end record (corrupt dump)")
+        if self.progress is not None:
+            self.progress(self.stats.inodes, self.src.consumed)  # the end record, too
+        if self.uuid:
+            with self.ctx.guard():
+                await self.ctx.client.hset(self.keys.setting, "uuid", self.uuid)
+            self.ctx.settings = replace(self.ctx.settings, uuid=self.uuid)
         return self.stats
 
     def _check_end(self, rec: dict[str, Any]) -> None:
@@ -331,7 +348,12 @@ class Loader:
 
 
 async def load_volume(
-    ctx: Context, src: AsyncReader, block_size: int, progress: Progress | None = None
+    ctx: Context,
+    src: AsyncReader,
+    block_size: int,
+    progress: Progress | None = None,
+    uuid: str | None = None,
 ) -> LoadStats:
-    """Restore the dump read from ``src`` (header already read) into the empty volume."""
-    return await Loader(ctx, src, block_size, progress).run()
+    """Restore the dump read from ``src`` (header already read) into the empty volume;
+    at the end the volume takes ``uuid``, the dumped volume's (the header's)."""
+    return await Loader(ctx, src, block_size, progress, uuid).run()

@@ -76,12 +76,13 @@ class Namespace:
         cached = self.ctx.cache.attr(ino)
         if cached is not None:
             return cached
+        ticket = self.ctx.cache.ticket()
         with self.ctx.guard():
             fields = cast(dict[bytes, bytes], await self.ctx.client.hgetall(self.keys.inode(ino)))
         if not fields:
             raise NotFound(f"inode {ino} does not exist")
         attr = attr_from_fields(ino, fields)
-        self.ctx.cache.put_attr(attr)
+        self.ctx.cache.put_attr(attr, ticket)
         return attr
 
     async def lookup(self, parent: int, name: bytes) -> Attr:
@@ -98,6 +99,7 @@ class Namespace:
             raise NotFound(f"no entry {name!r} in directory {parent}")
         cache = self.ctx.cache
         seen = cache.changes
+        ticket = cache.ticket()
         res = await self.ctx.script(
             "lookup",
             [self.keys.dirents(parent), self.keys.inode(parent)],
@@ -107,7 +109,7 @@ class Namespace:
             cache.put_listing(parent, {bytes(n) for n in res[2]}, seen)
             raise NotFound(f"no entry {name!r} in directory {parent}")
         attr = attr_from_pairs(int(res[1]), res[2])
-        self.ctx.cache.put_entry(parent, name, attr)
+        cache.put_entry(parent, name, attr, ticket)
         return attr
 
     async def parent_of(self, ino: int) -> int:
@@ -167,14 +169,20 @@ class Namespace:
                 self.keys.setting,
             ]
             args: list[Any] = [name, ino, mode, uid, gid, rdev, now, target, int(open_it), parent]
+            ticket = self.ctx.cache.ticket()
             try:
                 res = await self.ctx.script(
-                    "create", keys, args, changed=(parent,), entries=((parent, name),)
+                    "create",
+                    keys,
+                    args,
+                    changed=(parent,),
+                    entries=((parent, name),),
+                    ticket=ticket,
                 )
             except Stale:
                 continue
             final_mode, final_gid = int(res[2]), int(res[3])
-            self.ctx.cache.put_attr(attr_from_pairs(parent, res[4]))
+            self.ctx.cache.put_attr(attr_from_pairs(parent, res[4]), ticket)
             is_dir = stat.S_ISDIR(final_mode)
             attr = Attr(
                 ino=Ino(ino),
@@ -191,7 +199,7 @@ class Namespace:
                 bytes_used=0,
                 xattr_count=0,
             )
-            self.ctx.cache.put_entry(parent, name, attr)
+            self.ctx.cache.put_entry(parent, name, attr, ticket)
             self.ctx.cache.add_name(parent, name)
             if is_dir:
                 self.ctx.cache.put_listing(ino, set())
@@ -213,11 +221,19 @@ class Namespace:
         """Give inode ``ino`` another name (EPERM for directories)."""
         validate_name(name, creating=True)
         keys = [self.keys.dirents(parent), self.keys.inode(parent), self.keys.inode(ino)]
+        ticket = self.ctx.cache.ticket()
         res = await self.ctx.script(
-            "link", keys, [name, ino, now_ns()], changed=(parent, ino), entries=((parent, name),)
+            "link",
+            keys,
+            [name, ino, now_ns()],
+            changed=(parent, ino),
+            entries=((parent, name),),
+            ticket=ticket,
         )
         self.ctx.cache.add_name(parent, name)
-        return attr_from_pairs(ino, res[2])
+        attr = attr_from_pairs(ino, res[2])
+        self.ctx.cache.put_entry(parent, name, attr, ticket)
+        return attr
 
     async def _resolve(self, parent: int, name: bytes) -> int:
         cached = self.ctx.cache.child(parent, name)
@@ -256,6 +272,7 @@ class Namespace:
                 self.keys.orphans,
             ]
             now = now_ns()
+            ticket = self.ctx.cache.ticket()
             try:
                 res = await self.ctx.script(
                     "unlink",
@@ -263,11 +280,12 @@ class Namespace:
                     [name, ino, int(rmdir), now, now // 1_000_000],
                     changed=(parent, ino),
                     entries=((parent, name),),
+                    ticket=ticket,
                 )
             except Stale:
                 self.ctx.forget((ino,), ((parent, name),))
                 continue
-            self.ctx.cache.put_attr(attr_from_pairs(parent, res[2]))
+            self.ctx.cache.put_attr(attr_from_pairs(parent, res[2]), ticket)
             self.ctx.cache.remove_name(parent, name)
             if rmdir:
                 self.ctx.cache.drop_listing(ino)
@@ -331,6 +349,7 @@ class Namespace:
                 *(self.keys.inode(i) for i in chain2),
             ]
             now = now_ns()
+            ticket = self.ctx.cache.ticket()
             args: list[Any] = [
                 name,
                 newname,
@@ -353,6 +372,7 @@ class Namespace:
                     args,
                     changed=(parent, newparent, src, dst),
                     entries=((parent, name), (newparent, newname)),
+                    ticket=ticket,
                 )
             except Stale:
                 self.ctx.forget(
@@ -363,8 +383,8 @@ class Namespace:
                 self.ctx.cache.remove_name(parent, name)
                 self.ctx.cache.add_name(newparent, newname)
             if len(res) > 3:  # the no-op rename of two names of one inode returns less
-                self.ctx.cache.put_attr(attr_from_pairs(parent, res[2]))
-                self.ctx.cache.put_attr(attr_from_pairs(newparent, res[3]))
+                self.ctx.cache.put_attr(attr_from_pairs(parent, res[2]), ticket)
+                self.ctx.cache.put_attr(attr_from_pairs(newparent, res[3]), ticket)
             return int(res[1])
         raise FSError(errno.EAGAIN, f"{name!r} kept changing; gave up")
 
@@ -378,6 +398,7 @@ class Namespace:
         skips entries that stayed. '.' and '..' are not included.
         """
         seen = self.ctx.cache.changes
+        ticket = self.ctx.cache.ticket()
         with self.ctx.guard():
             pipe = self.ctx.client.pipeline(transaction=False)
             pipe.hget(self.keys.inode(ino), "mode")
@@ -414,20 +435,21 @@ class Namespace:
             if not values:
                 continue  # removed between the two round trips
             attr = attr_from_values(child, values)
-            self.ctx.cache.put_entry(ino, name, attr)
+            self.ctx.cache.put_entry(ino, name, attr, ticket)
             out.append(DirEntry(name, Ino(child), seq, attr))
         return out
 
     async def setattr(self, ino: int, changes: SetAttr) -> Attr:
         """Change mode, owner, size (truncate) and times; ctime always moves."""
         keys, args = await self.setattr_call(ino, changes)
-        res = await self.ctx.script("setattr", keys, args, changed=(ino,))
-        return self.setattr_done(ino, res)
+        ticket = self.ctx.cache.ticket()
+        res = await self.ctx.script("setattr", keys, args, changed=(ino,), ticket=ticket)
+        return self.setattr_done(ino, res, ticket)
 
-    def setattr_done(self, ino: int, res: list[Any]) -> Attr:
-        """The attributes setattr.lua returned, now also in the cache."""
+    def setattr_done(self, ino: int, res: list[Any], ticket: int) -> Attr:
+        """The attributes setattr.lua returned (sent with ``ticket``), also in the cache."""
         attr = attr_from_pairs(ino, res[1])
-        self.ctx.cache.put_attr(attr)
+        self.ctx.cache.put_attr(attr, ticket)
         return attr
 
     async def setattr_call(self, ino: int, changes: SetAttr) -> tuple[list[str], list[Any]]:

@@ -34,7 +34,7 @@ from .context import Context
 from .objects import Objects
 
 if TYPE_CHECKING:
-    from .data import DirtyFile
+    from .data import Pending
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,12 @@ class BlockReader:
 
     def __repr__(self) -> str:
         return f"<BlockReader {self.keys.volume!r} loading={len(self._loading)} {self.cache!r}>"
+
+    def forget(self) -> None:
+        """Drop what was learnt of the volume's files and objects (see ObjectCache.clear)."""
+        self.cache.clear()
+        self._read_ends.clear()
+        self._ahead.clear()
 
     async def fetch(self, values: Sequence[bytes | None]) -> list[bytes | None]:
         """Decoded contents for block map values (None for holes); EIO when corrupt."""
@@ -155,6 +161,7 @@ class BlockReader:
         cached = self.ctx.cache.block_map(ino, first, last)
         if cached is not None:
             return cached
+        ticket = self.ctx.cache.ticket()
         if self.ctx.cache.enabled:
             start = first - first % MAP_WINDOW_BLOCKS
             stop = max(last, start + MAP_WINDOW_BLOCKS - 1)
@@ -167,14 +174,15 @@ class BlockReader:
         )
         size = int(res[1])
         window: list[bytes | None] = list(res[3])
-        self.ctx.cache.put_block_map(ino, start, window, size)
+        self.ctx.cache.put_block_map(ino, start, window, size, int(res[2]), ticket)
         return window[first - start : last - start + 1], size
 
-    async def read(self, ino: int, offset: int, size: int, dirty: DirtyFile | None) -> bytes:
+    async def read(self, ino: int, offset: int, size: int, pending: Pending | None) -> bytes:
         """Read up to ``size`` bytes at ``offset``; holes read as zeros, EOF cuts short.
 
-        ``dirty`` is this node's write buffer of the inode: its blocks are newer
-        than Redis and its end may be past the committed size.
+        ``pending`` is this node's uncommitted writes to the inode, as they stood
+        before this read asked Redis anything: their blocks are newer than Redis
+        and their end may be past the committed size.
         """
         if offset < 0 or size < 0:
             raise FSError(errno.EINVAL, "negative offset or size")
@@ -183,8 +191,8 @@ class BlockReader:
         last = (offset + max(size, 1) - 1) // bs
         sequential = self._read_ends.get(ino) == offset
         values, file_size = await self.block_map(ino, first, last)
-        if dirty is not None:
-            file_size = max(file_size, dirty.pending_end_and_time()[0])
+        if pending is not None:
+            file_size = max(file_size, pending.end)
         end = min(offset + size, file_size)
         if len(self._read_ends) > 10_000:
             self._read_ends.clear()
@@ -197,7 +205,7 @@ class BlockReader:
         blocks = await self.fetch(values)
         out = bytearray()
         for idx, data in enumerate(blocks, start=first):
-            mine = dirty.block(idx) if dirty is not None else None
+            mine = pending.block(idx) if pending is not None else None
             if mine is not None:
                 data = bytes(mine)
             start = max(offset, idx * bs) - idx * bs

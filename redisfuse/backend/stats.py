@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .connect import health_of, retry_stats
+from .connect import reachability_of, retry_stats
 from .counting import redis_tally
 
 if TYPE_CHECKING:
@@ -110,8 +110,8 @@ def snapshot(inodes: Inodes) -> BackendStats:
     block = inodes.data.cache
     meta = ctx.cache
     wait = inodes.replica_wait
-    health = health_of(ctx.client)
-    down = health.down_for() if health is not None else 0.0
+    reach = reachability_of(ctx.client)
+    down = reach.down_for() if reach is not None else 0.0
     return BackendStats(
         volume=ctx.keys.volume,
         session=int(ctx.session),
@@ -143,10 +143,10 @@ def snapshot(inodes: Inodes) -> BackendStats:
         events_stalled=counters.events_stalled,
         redis_up=down == 0.0,
         redis_down_seconds=down,
-        redis_outages=health.outages if health is not None else 0,
-        redis_outage_seconds=(health.outage_seconds if health is not None else 0.0) + down,
-        redis_timeouts=health.timeouts if health is not None else 0,
-        redis_gave_up=health.gave_up if health is not None else 0,
+        redis_outages=reach.outages if reach is not None else 0,
+        redis_outage_seconds=(reach.outage_seconds if reach is not None else 0.0) + down,
+        redis_timeouts=reach.timeouts if reach is not None else 0,
+        redis_gave_up=reach.gave_up if reach is not None else 0,
         replica_waits=wait.waits if wait is not None else 0,
         replica_failures=wait.failures if wait is not None else 0,
         replica_lost_changes=wait.lost if wait is not None else 0,

@@ -185,7 +185,7 @@ def sentinel_client(options: RedisOptions, common: dict[str, Any]) -> Redis:
         **({"ssl": True, **tls} if secure else {}),
         **{k.removeprefix("sentinel_"): v for k, v in sentinel_auth.items()},
     }
-    sentinel = Sentinel(target.sentinels, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(target.sentinels, sentinel_kwargs=sentinel_kwargs)
     client: Redis = sentinel.master_for(
         target.master,
         redis_class=_SentinelRedis,

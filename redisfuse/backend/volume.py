@@ -17,7 +17,7 @@ import stat
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import cast
 
@@ -26,17 +26,18 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from .. import __version__
-from ..errors import BackendUnavailable, FormatError, FSError, ReadOnly
+from ..errors import BackendUnavailable, FormatError, FSError, ReadOnly, UnsafeRedis
 from . import events
 from .cache import ObjectCache
 from .cancellation import raise_if_cancelled
 from .capacity import Capacity
-from .cluster import is_cluster
+from .cluster import is_cluster, masters_info, memory_info
 from .cluster_replicas import ClusterReplicaWait
-from .connect import RedisOptions, connect, health_of, retry_stats
+from .connect import RedisOptions, connect, reachability_of, retry_stats
 from .context import Context, now_ns
 from .data import BlockStore, DirtyFile
 from .events import Event
+from .health import policy_refusal
 from .keys import ROOT_INO, SPREAD, TAGGED, Keys
 from .lock import Lock
 from .model import (
@@ -57,7 +58,7 @@ from .paths import Volume
 from .reader import READ_AHEAD_BLOCKS
 from .redis_errors import redis_error
 from .replicas import ReplicaWait
-from .scripts import Scripts
+from .scripts import Fenced, Scripts
 from .session import Sessions
 from .stats import BackendStats, snapshot
 from .xattrs import Xattrs
@@ -101,20 +102,40 @@ MIN_REDIS = (7, 0)
 """Redis 7 reads the flags of scripts that must run on a full Redis (see scripts.py)."""
 
 
-async def _check_server(client: Redis, address: str) -> None:
-    """Refuse a Redis too old for the scripts, in one line."""
-    info = await client.info("server")
-    version = str(info.get("redis_version", "0"))
-    numbers = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
-    if numbers < MIN_REDIS:
-        raise BackendUnavailable(
-            f"Redis at {address} is version {version}; RedisFUSE needs Redis "
-            f"{'.'.join(map(str, MIN_REDIS))} or newer"
-        )
+async def _check_server(client: Redis, address: str) -> dict[str, str]:
+    """Refuse, in one line, a Redis too old for the scripts, or one whose eviction
+    policy may delete the volume's keys (health.py); return the policy of each
+    master (of the one server: keyed by ``address``). One round trip on a single
+    server, INFO being readable by a least-privileged user too."""
+    if is_cluster(client):
+        servers = await masters_info(client, "server")
+        _, policies = await memory_info(client)
+    else:
+        pipe = client.pipeline(transaction=False)
+        pipe.info("server")
+        pipe.info("memory")
+        server, memory = await pipe.execute()
+        servers = {address: server}
+        policies = {address: str(memory.get("maxmemory_policy", ""))}
+    for info in servers.values():
+        version = str(info.get("redis_version", "0"))
+        numbers = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+        if numbers < MIN_REDIS:
+            raise BackendUnavailable(
+                f"Redis at {address} is version {version}; RedisFUSE needs Redis "
+                f"{'.'.join(map(str, MIN_REDIS))} or newer"
+            )
+    refusal = policy_refusal(address, policies)
+    if refusal is not None:
+        raise UnsafeRedis(refusal)
+    return policies
 
 
-async def _load_settings(client: Redis, keys: Keys, codec: str, read_only: bool) -> Settings:
-    """Read the volume's settings, formatting the volume first if it is empty.
+async def _load_settings(
+    client: Redis, keys: Keys, codec: str, create: bool, address: str
+) -> Settings:
+    """Read the volume's settings, formatting the volume first if it is empty
+    (and ``create`` allows it).
 
     A volume formatted through a cluster client spreads its objects over the
     cluster (format 2, ``objects`` spread); one formatted on a single server
@@ -123,9 +144,10 @@ async def _load_settings(client: Redis, keys: Keys, codec: str, read_only: bool)
     scripts = Scripts()
     await scripts.load(client)
     fields = cast(dict[bytes, bytes], await client.hgetall(keys.setting))
-    if not fields and read_only:
+    if not fields and not create:
         raise FormatError(
-            f"volume {keys.volume!r} is not formatted; a read-only open cannot format it"
+            f"volume {keys.volume!r} does not exist in Redis at {address} (not formatted, "
+            "or its keys were deleted)"
         )
     if not fields:
         now = now_ns()
@@ -198,6 +220,14 @@ class Inodes:
         self.event_silence = events.DEFAULT_SILENCE_S
         """A change-event subscription silent this long is replaced (open_volume: the
         read timeout)."""
+        self.reset_listeners: list[Callable[[], None]] = []
+        """Called, synchronously and before any request is served again, when the
+        volume came back after it vanished from Redis (see :meth:`_resume`): inode
+        numbers handed out before may name other files now. The FUSE frontend
+        registers here to treat the inodes the kernel holds as stale."""
+        self._beat_ok = time.monotonic()
+        """When this node's heartbeat last went through (maintain: gaps)."""
+        self._beat_interval = 2.0
 
     def __repr__(self) -> str:
         stats = retry_stats(self.ctx.client)
@@ -233,6 +263,9 @@ class Inodes:
     def _writable(self) -> None:
         if self.read_only:
             raise ReadOnly(f"volume {self.keys.volume!r} is open read-only")
+        health = self.ctx.health
+        if health.gone is not None or health.evicting is not None:
+            health.check_writable()
         if self._fenced and not self.sessions.lease_valid:
             raise FSError(
                 errno.EIO,
@@ -240,15 +273,10 @@ class Inodes:
                 "until its heartbeat reaches Redis again",
             )
 
-    async def renew_session(self) -> None:
-        """Start a new session after this one was declared dead by another node.
-
-        That node released what this one held (a mount paused or cut off past its
-        session timeout): the handles opened before now fail with EIO, and the
-        writes still buffered are dropped and reported, never applied over what
-        others did meanwhile. Later requests run in the new session.
-        """
-        old = self.ctx.session
+    async def _end_session(self) -> tuple[int, list[int]]:
+        """Let go of what this node held in a session that is over (declared dead, or
+        its volume vanished): buffered writes are dropped, the handles opened in it
+        fail with EIO from now on. Returns (how many handles, inodes with lost writes)."""
         lost = sorted(ino for ino, d in self._dirty.items() if d.blocks or d.end or d.inflight)
         for dirty in self._dirty.values():
             if dirty.inflight is not None:
@@ -262,27 +290,142 @@ class Inodes:
         self.ctx.answered.clear()
         self.ctx.acked = 0
         self.ctx.freed = 0
+        return len(stale), lost
+
+    async def _start_session(self, old: int) -> None:
+        """Register a new session in place of ``old`` and reclaim what is left of that."""
         await self.sessions.register(self.sessions.mountpoint, self.sessions.event_loop)
         self.ctx.counters.session_renewals += 1
         self.ctx.declared_dead = False
         # Whatever of the old session another node has not yet reclaimed goes now
         # (its handles here are stale, so nothing releases them twice).
         await self.sessions.reclaim(old)
+
+    async def renew_session(self) -> None:
+        """Start a new session after this one was declared dead by another node.
+
+        That node released what this one held (a mount paused or cut off past its
+        session timeout): the handles opened before now fail with EIO, and the
+        writes still buffered are dropped and reported, never applied over what
+        others did meanwhile. Later requests run in the new session.
+        """
+        old = self.ctx.session
+        stale, lost = await self._end_session()
+        await self._start_session(old)
         log.error(
             "session %d was declared dead by another node (this node was paused or cut off "
             "for longer than its session timeout) and what it held was released there: "
             "%d open handles now fail with EIO, unflushed writes to %d files were dropped%s; "
             "continuing as session %d",
             old,
-            len(stale),
+            stale,
             len(lost),
-            f" (inodes {', '.join(map(str, lost[:20]))})" if lost else "",
+            _inodes(lost),
             self.ctx.session,
         )
         await self.sessions.announce()
 
+    async def _settings_now(self) -> dict[bytes, bytes]:
+        """The volume's setting hash as Redis holds it now: one read, allowed while the
+        volume is gone (it writes nothing)."""
+        try:
+            return cast(dict[bytes, bytes], await self.ctx.client.hgetall(self.keys.setting))
+        except (RedisError, OSError) as exc:
+            raise self.ctx.translate(exc) from exc
+
+    def _foreign(self, fields: dict[bytes, bytes]) -> str | None:
+        """Why ``fields`` (the setting hash now) are not this volume's, or None when they
+        are: a volume is known by its uuid (and must keep its layout to be resumed)."""
+        if not fields:
+            return ""
+        settings = self.ctx.settings
+        uuid_now = fields.get(b"uuid", b"").decode(errors="replace")
+        if uuid_now != settings.uuid:
+            return f" (a volume formatted there since has its name, uuid {uuid_now})"
+        same_layout = (
+            int(fields.get(b"block_size", b"0")) == settings.block_size
+            and fields.get(b"objects", TAGGED.encode()).decode() == settings.objects
+        )
+        if not same_layout:
+            return " (a volume with its uuid is there, but with another block size or layout)"
+        return None
+
+    def _vanish(self, detail: str) -> None:
+        """The volume's keys are gone: say so once; from now on nothing reaches Redis
+        but the housekeeping's one read of the setting key (see maintain)."""
+        self.ctx.health.vanished(detail)
+        self.ctx.cache.enabled = False
+        self.ctx.cache.clear()
+
+    async def _resume(self) -> None:
+        """The same volume (same uuid) is back: restored by ``redisfuse load``, or the
+        server's data came back. Work goes on in a new session, as after
+        :meth:`renew_session`. A load numbers inodes and objects afresh, so every
+        cache and id range of the old incarnation goes, and the reset listeners
+        learn it before any request is served again."""
+        old = self.ctx.session
+        stale, lost = await self._end_session()
+        self.ctx.cache.clear()
+        self.data.forget()
+        self.ctx.inode_ids.reset()
+        self.ctx.object_ids.reset()
+        for listener in self.reset_listeners:
+            listener()
+        self.ctx.health.returned()
+        await self._start_session(old)
+        log.info(
+            "volume %r is back in Redis at %s (uuid %s): continuing as session %d; %d open "
+            "handles fail with EIO, unflushed writes to %d files were dropped%s",
+            self.keys.volume,
+            self.ctx.address,
+            self.ctx.settings.uuid,
+            self.ctx.session,
+            stale,
+            len(lost),
+            _inodes(lost),
+        )
+        await self.sessions.announce()
+
+    async def _housekeep(self, rounds: int) -> None:
+        """One round of :meth:`maintain`.
+
+        A heartbeat that finds the session unregistered (or a script that refused
+        it) means either that another node declared this one dead, or that the
+        volume itself is gone (FLUSHALL, an empty server in its place): one read of
+        the setting key tells them apart. While the volume is gone, that read is
+        all a round sends, so nothing of the volume is created again, until the
+        same volume is back.
+        """
+        if self.ctx.health.gone is not None:
+            if self._foreign(await self._settings_now()) is None:
+                await self._resume()
+            return
+        if not await self.sessions.heartbeat() or self.ctx.declared_dead:
+            detail = self._foreign(await self._settings_now())
+            if detail is not None:
+                self._vanish(detail)
+                return
+            await self.renew_session()
+        self._heartbeat_went_through()
+        await self.capacity.poll()
+        await self.sessions.refresh_peers()
+        await self.ctx.flush_releases()
+        await self.ctx.forget_answered()
+        for sid in await self.sessions.dead():
+            await self.sessions.reclaim(sid)
+        if rounds % 10 == 0:
+            await self.gc()
+
+    def _heartbeat_went_through(self) -> None:
+        """Note a heartbeat that got through; after a gap, give the others a grace."""
+        now = time.monotonic()
+        if now - self._beat_ok > 2 * self._beat_interval + HEARTBEAT_SLACK_S:
+            self.sessions.back_after_gap()
+        self._beat_ok = now
+
     async def maintain(self, interval: float | None = None) -> None:
-        """Run the session's housekeeping until cancelled: heartbeat, reclaim, gc.
+        """Run the session's housekeeping until cancelled: heartbeat, reclaim, gc, and
+        the watch over Redis' eviction policy and the volume's existence (health.py).
 
         The FUSE frontend runs this for the life of the mount; a library user who
         keeps a volume open for long should run it in a task too. Once it runs,
@@ -297,28 +440,22 @@ class Inodes:
         """
         interval = interval or min(max(self.sessions.timeout / 6, 0.2), 2.0)
         self._fenced = True
+        self._beat_interval = interval
+        self._beat_ok = time.monotonic()
         rounds = 0
-        beat_ok = time.monotonic()
         try:
             while True:
                 raise_if_cancelled()  # one lost in a command of the last round
                 try:
-                    if not await self.sessions.heartbeat() or self.ctx.declared_dead:
-                        await self.renew_session()
-                    now = time.monotonic()
-                    if now - beat_ok > 2 * interval + HEARTBEAT_SLACK_S:
-                        self.sessions.back_after_gap()
-                    beat_ok = now
-                    await self.sessions.refresh_peers()
-                    await self.ctx.flush_releases()
-                    await self.ctx.forget_answered()
-                    for sid in await self.sessions.dead():
-                        await self.sessions.reclaim(sid)
-                    if rounds % 10 == 0:
-                        await self.gc()
+                    await self._housekeep(rounds)
+                except Fenced as exc:
+                    # The session went between the heartbeat and a later step (another
+                    # node reclaimed it, or the volume vanished): the next round's
+                    # heartbeat finds out which, and says so.
+                    log.debug("housekeeping stopped: %s", exc)
                 except FSError as exc:
-                    health = health_of(self.ctx.client)
-                    if health is not None and health.warned:
+                    reach = reachability_of(self.ctx.client)
+                    if reach is not None and reach.warned:
                         log.debug("housekeeping failed during the outage (will retry): %s", exc)
                     else:
                         log.warning("housekeeping failed (will retry): %s", exc)
@@ -361,6 +498,12 @@ class Inodes:
         self._closed = True
         with anyio.CancelScope(shield=True):
             await self.data.reader.aclose()
+            if self.ctx.health.gone is not None:
+                # Nothing to flush or release in a volume that is not there, and
+                # nothing of it may be created again.
+                if self.replica_wait is not None:
+                    await self.replica_wait.aclose()
+                return
             for fh in list(self._handles):
                 try:
                     await self.release(fh)
@@ -396,6 +539,7 @@ class Inodes:
                     self.keys.events_for(session),
                     self.keys.events,
                     session,
+                    lambda: self.ctx.health.gone is None,
                     silence=self.event_silence,
                     address=self.ctx.address,
                 )
@@ -420,8 +564,9 @@ class Inodes:
                         else:
                             counters.events_resync += 1
                             cache.clear()
-                            cache.enabled = True
-                            await self._rejoin()
+                            if self.ctx.health.gone is None:
+                                cache.enabled = True
+                                await self._rejoin()
                         yield event
                 finally:
                     await stream.aclose()  # type: ignore[attr-defined]
@@ -443,10 +588,17 @@ class Inodes:
 
     def _overlay(self, attr: Attr) -> Attr:
         """Show buffered writes of this node in the size and in mtime/ctime (POSIX: a
-        stat after write() sees the write's times, also before the commit)."""
+        stat after write() sees the write's times, also before the commit).
+
+        A reply older than this node's own last commit to the file (it was on its
+        way while the commit completed) is replaced by what the commit returned:
+        the writes it carried are no longer pending, and the reply lacks them.
+        """
         dirty = self._dirty.get(attr.ino)
         if dirty is None:
             return attr
+        if dirty.attr is not None and dirty.attr.version > attr.version:
+            attr = dirty.attr
         end, written = dirty.pending_end_and_time()
         if end > attr.size:
             attr = replace(attr, size=end)
@@ -467,6 +619,16 @@ class Inodes:
         """The attributes ``name`` in ``parent`` resolves to, if cached."""
         attr = self.ctx.cache.entry(parent, name)
         return None if attr is None else self._overlay(attr)
+
+    def current(self, attr: Attr) -> bool:
+        """Whether ``attr`` is this node's current knowledge of its inode, so that the
+        kernel may cache it: a reply that an event overtook is not (the kernel's
+        invalidation for that event may already be done)."""
+        return self.ctx.cache.holds(attr)
+
+    def current_entry(self, parent: int, name: bytes, ino: int) -> bool:
+        """Whether ``name`` in ``parent`` naming ``ino`` is current (see :meth:`current`)."""
+        return self.ctx.cache.holds_entry(parent, name, ino)
 
     def known_absent(self, parent: int, name: bytes) -> bool:
         """Whether the cache knows that ``parent`` has no entry ``name`` (a valid name)."""
@@ -542,12 +704,13 @@ class Inodes:
                 async with dirty.lock:
                     keys, args = await self.namespace.setattr_call(ino, changes)
                     # The commit and the setattr go in one round trip, in that order.
-                    res = await self.data.flush(dirty, then=("setattr", keys, args))
+                    ticket = self.ctx.cache.ticket()
+                    res = await self.data.flush(dirty, then=("setattr", keys, args), ticket=ticket)
                     if res is None:
                         attr = await self.namespace.setattr(ino, changes)
                     else:
-                        attr = self.namespace.setattr_done(ino, res)
-                    dirty.known_size = attr.size
+                        attr = self.namespace.setattr_done(ino, res, ticket)
+                    dirty.learn(attr)
                     return attr
         return await self.namespace.setattr(ino, changes)
 
@@ -581,8 +744,7 @@ class Inodes:
         dirty = self._dirty.get(attr.ino)
         if dirty is None:
             dirty = self._dirty[attr.ino] = DirtyFile(attr.ino)
-        if not dirty.blocks:
-            dirty.known_size = attr.size
+        dirty.learn(attr)
         return fh
 
     def _file(self, fh: int) -> OpenFile:
@@ -605,10 +767,11 @@ class Inodes:
             self.keys.blockmap(ino),
         ]
         window = list(range(READ_AHEAD_BLOCKS)) if self.ctx.cache.enabled else []
+        ticket = self.ctx.cache.ticket()
         res = await self.ctx.script("open", keys, [ino, *window])
         attr = attr_from_pairs(ino, res[1])
         if window and attr.is_reg:
-            self.ctx.cache.put_block_map(ino, 0, list(res[2]), attr.size)
+            self.ctx.cache.put_block_map(ino, 0, list(res[2]), attr.size, attr.version, ticket)
         fh = self._new_handle(attr, flags)
         try:
             if attr.is_dir and (flags & os.O_ACCMODE) != os.O_RDONLY:
@@ -625,7 +788,9 @@ class Inodes:
         of = self._file(fh)
         if not of.readable:
             raise FSError(errno.EBADF, f"handle {fh} is not open for reading")
-        data = await self.data.read(of.ino, offset, size, self._dirty.get(of.ino))
+        dirty = self._dirty.get(of.ino)
+        pending = None if dirty is None else dirty.pending()
+        data = await self.data.read(of.ino, offset, size, pending)
         self.ctx.counters.bytes_read += len(data)
         return data
 
@@ -664,13 +829,13 @@ class Inodes:
         from several nodes never overwrite each other.
         """
         async with Lock(self.ctx, self.keys.inode_lock(dirty.ino), renew=False):
-            await self.data.flush(dirty, locked=True)
+            await self.data.flush(dirty)
             dirty.known_size = await self.data.committed_size(dirty.ino)
             offset = max(dirty.known_size, dirty.end)
             if offset + len(data) > MAX_FILE_SIZE:
                 raise FSError(errno.EFBIG, f"write past the maximum file size {MAX_FILE_SIZE}")
             await self.data.write(dirty, offset, data)
-            await self.data.flush(dirty, locked=True)
+            await self.data.flush(dirty)
 
     async def flush(self, fh: int) -> None:
         """Commit this node's buffered writes to the handle's inode.
@@ -744,6 +909,11 @@ class Inodes:
         return await self.data.purge_trash(now_ns() // 1_000_000 - grace_ms)
 
 
+def _inodes(lost: list[int]) -> str:
+    """`` (inodes 3, 9)``: the inodes whose buffered writes were dropped, for a log line."""
+    return f" (inodes {', '.join(map(str, lost[:20]))})" if lost else ""
+
+
 @contextlib.asynccontextmanager
 async def open_volume(
     url: str | None = None,
@@ -754,6 +924,7 @@ async def open_volume(
     db: int = 0,
     password: str | None = None,
     read_only: bool = False,
+    create: bool = True,
     codec: str = "zlib",
     cache_bytes: int = 64 << 20,
     write_buffer_bytes: int = 4 << 20,
@@ -769,9 +940,11 @@ async def open_volume(
 
     Pass a Redis URL (``redis://``, ``rediss://``, ``unix://``) or host, port, db
     and password. Raises BackendUnavailable when Redis cannot be reached and
-    FormatError when the volume was formatted by an incompatible version (or,
-    opened ``read_only``, was never formatted); other FSErrors when Redis refuses
-    (NoSpace: full and the volume not yet formatted; ReadOnly: a replica).
+    FormatError when the volume was formatted by an incompatible version (or was
+    never formatted and may not be: opened ``read_only``, or without ``create``,
+    as the tools that inspect or repair a volume open it); UnsafeRedis when Redis' eviction
+    policy may delete the volume's keys (health.py); other FSErrors when Redis
+    refuses (NoSpace: full and the volume not yet formatted; ReadOnly: a replica).
     ``quota_bytes`` and ``quota_inodes`` set the volume's quotas (0 removes one;
     None leaves it as it is): every mount of the volume reports and enforces them.
     ``mountpoint`` and ``event_loop`` are only recorded in the session, for
@@ -782,13 +955,16 @@ async def open_volume(
     client = await connect(opts)
     try:
         try:
-            await _check_server(client, opts.address)
-            settings = await _load_settings(client, keys, codec, read_only)
+            policies = await _check_server(client, opts.address)
+            settings = await _load_settings(
+                client, keys, codec, create and not read_only, opts.address
+            )
         except RedisError as exc:
             # Full, a read-only replica, a command renamed or denied: one clear error.
             raise redis_error(exc, opts.address) from exc
         keys = keys.with_layout(settings.objects)
         ctx = Context(client, keys, Scripts(), settings, opts.address)
+        ctx.health.note_policies(policies)
         inodes = Inodes(
             ctx,
             read_only=read_only,

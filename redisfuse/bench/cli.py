@@ -11,7 +11,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -58,6 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="source tree for the tar workload (default: Python's stdlib)",
     )
+    parser.add_argument(
+        "--sync-fds",
+        metavar="IN,OUT",
+        help="before and after each workload write 'begin KEY' or 'end KEY' and a newline "
+        "to file descriptor OUT, then wait for a line on IN (lets another process, such as "
+        "benchmarks/run.py, measure over exactly each workload)",
+    )
     sizes = parser.add_argument_group("sizes (override --quick and the defaults)")
     for name, help_text in (
         ("file-mib", "big file, MiB"),
@@ -90,7 +97,27 @@ def options_from_args(args: argparse.Namespace) -> Options:
         only=only,
         tree=args.tree,
         progress=_to_stderr,
+        edges=None if args.sync_fds is None else _sync_edges(args.sync_fds),
     )
+
+
+def _sync_edges(spec: str) -> Callable[[str, str], None]:
+    """The ``--sync-fds IN,OUT`` hook: announce each edge on OUT, wait for a line on IN."""
+    try:
+        fd_in, fd_out = (int(part) for part in spec.split(","))
+    except ValueError:
+        raise SystemExit(f"redisfuse bench: --sync-fds wants IN,OUT, got {spec!r}") from None
+
+    def edges(edge: str, key: str) -> None:
+        os.write(fd_out, f"{edge} {key}\n".encode())
+        answer = b""
+        while not answer.endswith(b"\n"):
+            chunk = os.read(fd_in, 64)
+            if not chunk:
+                raise SystemExit("redisfuse bench: the --sync-fds peer went away")
+            answer += chunk
+
+    return edges
 
 
 def _to_stderr(line: str) -> None:

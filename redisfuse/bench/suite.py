@@ -52,6 +52,11 @@ class Options:
     tree: Path | None = None
     """Source tree for the tar workload (default: the Python standard library)."""
     progress: Callable[[str], None] | None = None
+    edges: Callable[[str, str], None] | None = None
+    """Called as ``edges("begin", key)`` right before a workload and ``edges("end", key)``
+    right after it (not after a workload that raised anything but OSError), outside
+    any cache dropping: another process measures its own figures over exactly that
+    window (``benchmarks/run.py``: the mount's and Redis's CPU)."""
 
 
 class Suite:
@@ -100,11 +105,16 @@ class Suite:
         """Run one workload unless excluded; record its figure or its error."""
         if self.options.only is not None and key not in self.options.only:
             return None
+        edges = self.options.edges
+        if edges is not None:
+            edges("begin", key)
         try:
             figure = run()
         except OSError as exc:
             unit = next(w.unit for w in WORKLOADS if w.key == key)
             figure = Figure(None, unit, 0.0, 0, complete=False, error=str(exc))
+        if edges is not None:
+            edges("end", key)
         self.results[key] = figure
         if self.options.progress is not None:
             self.options.progress(progress_line(key, figure))

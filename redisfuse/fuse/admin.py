@@ -28,8 +28,10 @@ def _when(ms: int) -> str:
 
 async def run(command: str, args: argparse.Namespace, options: RedisOptions) -> int:
     try:
+        # None of them formats a volume that is not there (a mistyped name, or a
+        # volume that vanished): they say so (exit code 6).
         async with open_volume(
-            volume=args.volume, options=options, read_only=command == "status"
+            volume=args.volume, options=options, read_only=command == "status", create=False
         ) as vol:
             fs = vol.inodes
             if command == "status":

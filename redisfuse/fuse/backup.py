@@ -22,7 +22,7 @@ from ..backend.dump import dump_volume
 from ..backend.dumpformat import DumpFormatError
 from ..backend.load import load_volume, read_header
 from ..backend.streams import AsyncReader, AsyncWriter
-from ..errors import BackendUnavailable, FormatError, FSError
+from ..errors import BackendUnavailable, FormatError, FSError, UnsafeRedis
 from .errors import EXIT_FAILURE, EXIT_USAGE, UsageError, startup_error
 from .progress import Progress, human_bytes
 
@@ -56,7 +56,7 @@ def _size(f: IO[bytes]) -> int | None:
 
 
 def _failure(exc: Exception, path: str) -> UsageError:
-    if isinstance(exc, (BackendUnavailable, FormatError)):
+    if isinstance(exc, (BackendUnavailable, FormatError, UnsafeRedis)):
         return startup_error(exc)
     if isinstance(exc, DumpFormatError):
         return UsageError(f"{path}: {exc}", EXIT_FAILURE)
@@ -93,16 +93,17 @@ async def load(args: argparse.Namespace, options: RedisOptions) -> int:
     with _open(args.file, "rb") as f:
         try:
             src = AsyncReader(f)
-            block_size, codec = await read_header(src)
-            # A volume formatted by this load takes the dump's codec, so that
-            # dumping it again gives the same bytes.
-            async with open_volume(volume=args.volume, options=options, codec=codec) as vol:
+            header = await read_header(src)
+            # A volume formatted by this load takes the dump's codec, and at the end
+            # its uuid, so that dumping it again gives the same bytes.
+            async with open_volume(volume=args.volume, options=options, codec=header.codec) as vol:
                 with Progress("load", _size(f), "B") as bar:
                     stats = await load_volume(
                         vol.inodes.ctx,
                         src,
-                        block_size,
+                        header.block_size,
                         lambda inodes, consumed: bar.update(consumed, f"{inodes} inodes"),
+                        header.uuid,
                     )
         except (FSError, DumpFormatError, OSError) as exc:
             raise _failure(exc, "stdin" if args.file == "-" else args.file) from exc

@@ -8,12 +8,13 @@ from ..backend import Attr, StatFs
 
 
 def entry_attributes(
-    attr: Attr, attr_timeout: float, entry_timeout: float
+    attr: Attr, attr_timeout: float, entry_timeout: float, generation: int = 0
 ) -> pyfuse3.EntryAttributes:
-    """The kernel's view of an inode, with how long it may cache it."""
+    """The kernel's view of an inode, with how long it may cache it; ``generation``
+    tells the kernel that an inode number it knows names another file now."""
     entry = pyfuse3.EntryAttributes()
     entry.st_ino = pyfuse3.InodeT(attr.ino)
-    entry.generation = 0
+    entry.generation = generation
     entry.entry_timeout = entry_timeout
     entry.attr_timeout = attr_timeout
     entry.st_mode = pyfuse3.ModeT(attr.mode)

@@ -6,6 +6,14 @@ converts the result; the handlers are the same on trio, asyncio and uvloop.
 Lookup counts are kept only to know which inodes the kernel caches (for
 invalidation after lost events): the backend keeps inodes alive by names and
 open handles, never by kernel references.
+
+When the volume vanished from Redis and came back (restored by ``redisfuse
+load``, which numbers inodes afresh), the inode numbers the kernel holds may
+name other files: the backend says so before serving again (its reset
+listeners), and from then on a request naming one of them is answered ESTALE
+until a lookup hands that number out anew, with a new generation, which makes
+the kernel drop its old inode of that number. ESTALE makes the kernel look the
+path up again, as for an inode another node removed.
 """
 
 from __future__ import annotations
@@ -44,6 +52,8 @@ class DirHandle:
     entries: list[DirEntry] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
     loaded: bool = False
+    stale: bool = False
+    """Opened before the volume vanished and came back: reads fail with EIO."""
 
 
 class Operations(pyfuse3.Operations):
@@ -74,18 +84,59 @@ class Operations(pyfuse3.Operations):
         """Lookup count of each inode the kernel holds (lookup, create, readdirplus...)."""
         self.stats_source: Callable[[], bytes] | None = None
         """The mount's counters as JSON, served as the root's xattr user.redisfuse.stats."""
+        self._generation = 0
+        """Bumped when the volume came back after vanishing: see the module docstring."""
+        self._stale: set[int] = set()
+        """Inode numbers the kernel got before the volume came back, not handed out since."""
+        fs.reset_listeners.append(self._volume_reset)
 
     def __repr__(self) -> str:
         return f"<Operations {self.fs!r} dirs={len(self._dirs)} {self.boundary!r}>"
 
-    def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
-        """Attributes for a reply that does not hand the kernel a new reference."""
-        return entry_attributes(attr, self.attr_timeout, self.entry_timeout)
+    def _entry(
+        self, attr: Attr, parent: int | None = None, name: bytes = b""
+    ) -> pyfuse3.EntryAttributes:
+        """Attributes (and, with ``parent``, the name) for a reply, with how long the
+        kernel may keep them.
 
-    def _ref(self, attr: Attr) -> pyfuse3.EntryAttributes:
-        """Attributes for a reply that increments the inode's lookup count."""
+        Only what is current on this node may be kept: a reply that another
+        node's change event overtook is handed over with a timeout of 0, or the
+        kernel would keep it past the invalidation that event already caused
+        (docs/architecture.md, "Which value wins"). This runs in the same turn of
+        the loop as pyfuse3's reply, so no event can come in between.
+
+        The root keeps generation 0: the kernel marks an inode it holds bad when a
+        reply gives its number another generation, and the root it cannot replace.
+        """
+        attr_timeout = self.attr_timeout if self.fs.current(attr) else 0.0
+        entry_timeout = self.entry_timeout
+        if parent is not None and not self.fs.current_entry(parent, name, attr.ino):
+            entry_timeout = 0.0
+        generation = self._generation if attr.ino != pyfuse3.ROOT_INODE else 0
+        return entry_attributes(attr, attr_timeout, entry_timeout, generation)
+
+    def _ref(self, attr: Attr, parent: int, name: bytes) -> pyfuse3.EntryAttributes:
+        """Attributes for a reply that hands the kernel ``name`` in ``parent`` (and so
+        increments the inode's lookup count)."""
         self.known[attr.ino] += 1
-        return self._entry(attr)
+        if self._stale:
+            self._stale.discard(attr.ino)
+        return self._entry(attr, parent, name)
+
+    def _volume_reset(self) -> None:
+        """The volume came back after vanishing (called by the backend before it serves
+        again): every inode number the kernel holds but the root's is stale, and so
+        are open directory handles (open files fail in the backend)."""
+        self._generation += 1
+        self._stale = {ino for ino in self.known if ino != pyfuse3.ROOT_INODE}
+        self._versions.clear()
+        for handle in self._dirs.values():
+            handle.stale = True
+
+    def _fresh(self, *inodes: int) -> None:
+        """Answer ESTALE for an inode number from before the volume came back."""
+        if not self._stale.isdisjoint(inodes):
+            raise pyfuse3.FUSEError(errno.ESTALE)
 
     # -- names and attributes ------------------------------------------------
 
@@ -95,9 +146,11 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         """Resolve a name; with a negative timeout, "absent" is an entry the kernel caches
         (counted as an ENOENT error all the same, see opstats.py)."""
+        if self._stale:
+            self._fresh(parent_inode)
         cached = self.fs.cached_lookup(parent_inode, name)
         if cached is not None:
-            return self._ref(cached)
+            return self._ref(cached, parent_inode, name)
         if self.fs.known_absent(parent_inode, name):
             if self.negative_timeout > 0:
                 _LOOKUPS.failed(errno.ENOENT)
@@ -110,7 +163,7 @@ class Operations(pyfuse3.Operations):
                 _LOOKUPS.failed(errno.ENOENT)
                 return negative_entry(self.negative_timeout)
             raise
-        return self._ref(attr)
+        return self._ref(attr, parent_inode, name)
 
     @handler
     async def forget(self, inode_list: Sequence[tuple[pyfuse3.InodeT, int]]) -> None:
@@ -121,11 +174,14 @@ class Operations(pyfuse3.Operations):
                 self.known[ino] = left
             else:
                 self.known.pop(ino, None)
+                self._stale.discard(ino)
 
     @handler
     async def getattr(
         self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
+        if self._stale:
+            self._fresh(inode)
         cached = self.fs.cached_attr(inode)
         if cached is not None:
             return self._entry(cached)
@@ -141,6 +197,8 @@ class Operations(pyfuse3.Operations):
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
         """chmod, chown, truncate, utimens (UTIME_NOW arrives as a time from pyfuse3)."""
+        if self._stale:
+            self._fresh(inode)
         changes = SetAttr(
             mode=attr.st_mode if fields.update_mode else None,
             uid=attr.st_uid if fields.update_uid else None,
@@ -154,6 +212,8 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def readlink(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> bytes:
+        if self._stale:
+            self._fresh(inode)
         return await self.boundary.on_inode(self.fs.readlink, inode)
 
     @handler
@@ -165,28 +225,36 @@ class Operations(pyfuse3.Operations):
         rdev: int,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
+        if self._stale:
+            self._fresh(parent_inode)
         attr = await self.boundary.call(
             self.fs.mknod, parent_inode, name, mode, ctx.uid, ctx.gid, rdev
         )
-        return self._ref(attr)
+        return self._ref(attr, parent_inode, name)
 
     @handler
     async def mkdir(
         self, parent_inode: pyfuse3.InodeT, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
+        if self._stale:
+            self._fresh(parent_inode)
         attr = await self.boundary.call(self.fs.mkdir, parent_inode, name, mode, ctx.uid, ctx.gid)
-        return self._ref(attr)
+        return self._ref(attr, parent_inode, name)
 
     @handler
     async def unlink(
         self, parent_inode: pyfuse3.InodeT, name: bytes, ctx: pyfuse3.RequestContext
     ) -> None:
+        if self._stale:
+            self._fresh(parent_inode)
         await self.boundary.call(self.fs.unlink, parent_inode, name)
 
     @handler
     async def rmdir(
         self, parent_inode: pyfuse3.InodeT, name: bytes, ctx: pyfuse3.RequestContext
     ) -> None:
+        if self._stale:
+            self._fresh(parent_inode)
         await self.boundary.call(self.fs.rmdir, parent_inode, name)
 
     @handler
@@ -197,10 +265,12 @@ class Operations(pyfuse3.Operations):
         target: bytes,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
+        if self._stale:
+            self._fresh(parent_inode)
         attr = await self.boundary.call(
             self.fs.symlink, parent_inode, name, target, ctx.uid, ctx.gid
         )
-        return self._ref(attr)
+        return self._ref(attr, parent_inode, name)
 
     @handler
     async def rename(
@@ -213,6 +283,8 @@ class Operations(pyfuse3.Operations):
         ctx: pyfuse3.RequestContext,
     ) -> None:
         """rename(2) and renameat2 with RENAME_NOREPLACE / RENAME_EXCHANGE."""
+        if self._stale:
+            self._fresh(parent_inode_old, parent_inode_new)
         await self.boundary.call(
             self.fs.rename, parent_inode_old, name_old, parent_inode_new, name_new, flags
         )
@@ -225,7 +297,10 @@ class Operations(pyfuse3.Operations):
         new_name: bytes,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        return self._ref(await self.boundary.call(self.fs.link, inode, new_parent_inode, new_name))
+        if self._stale:
+            self._fresh(inode, new_parent_inode)
+        attr = await self.boundary.call(self.fs.link, inode, new_parent_inode, new_name)
+        return self._ref(attr, new_parent_inode, new_name)
 
     # -- files -------------------------------------------------------------------
 
@@ -239,6 +314,8 @@ class Operations(pyfuse3.Operations):
     async def open(
         self, inode: pyfuse3.InodeT, flags: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.FileInfo:
+        if self._stale:
+            self._fresh(inode)
         fh, attr = await self.boundary.on_inode(self.fs.open, inode, flags)
         return self._file_info(fh, attr.ino, attr.version)
 
@@ -251,10 +328,12 @@ class Operations(pyfuse3.Operations):
         flags: int,
         ctx: pyfuse3.RequestContext,
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        if self._stale:
+            self._fresh(parent_inode)
         fh, attr = await self.boundary.call(
             self.fs.create, parent_inode, name, mode, flags, ctx.uid, ctx.gid
         )
-        return self._file_info(fh, attr.ino, attr.version), self._ref(attr)
+        return self._file_info(fh, attr.ino, attr.version), self._ref(attr, parent_inode, name)
 
     @handler
     async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
@@ -287,6 +366,8 @@ class Operations(pyfuse3.Operations):
     async def opendir(
         self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.FileHandleT:
+        if self._stale:
+            self._fresh(inode)
         fh = self._next_dir
         self._next_dir += 1
         self._dirs[fh] = DirHandle(inode)
@@ -300,15 +381,20 @@ class Operations(pyfuse3.Operations):
         handle = self._dirs.get(fh)
         if handle is None:
             raise pyfuse3.FUSEError(errno.EBADF)
+        if handle.stale:
+            raise pyfuse3.FUSEError(errno.EIO)  # as the files opened before, see _volume_reset
         if start_id == 0 or not handle.loaded:
             handle.entries = await self.boundary.call(self.fs.readdir, handle.ino, 0)
             handle.offsets = [e.offset for e in handle.entries]
             handle.loaded = True
         for entry in handle.entries[bisect.bisect_right(handle.offsets, start_id) :]:
             assert entry.attr is not None
-            if not pyfuse3.readdir_reply(token, entry.name, self._entry(entry.attr), entry.offset):
+            reply = self._entry(entry.attr, handle.ino, entry.name)
+            if not pyfuse3.readdir_reply(token, entry.name, reply, entry.offset):
                 break
             self.known[entry.ino] += 1  # readdirplus handed the kernel a reference
+            if self._stale:
+                self._stale.discard(entry.ino)
 
     @handler
     async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:
@@ -325,6 +411,8 @@ class Operations(pyfuse3.Operations):
     @handler
     async def access(self, inode: pyfuse3.InodeT, mode: int, ctx: pyfuse3.RequestContext) -> bool:
         """The kernel checks permissions (default_permissions); only existence is ours."""
+        if self._stale:
+            self._fresh(inode)
         await self.boundary.call(self.fs.getattr, inode)
         return True
 
@@ -346,6 +434,8 @@ class Operations(pyfuse3.Operations):
             return self.stats_source()
         if name in POSIX_ACL_NAMES:
             raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
+        if self._stale:
+            self._fresh(inode)
         if self.fs.known_without_xattrs(inode):
             # An SELinux label nobody set: "not supported" (which ls remembers for
             # the whole filesystem) rather than "not set" (which it asks per file).
@@ -362,6 +452,8 @@ class Operations(pyfuse3.Operations):
         pyfuse3 cannot enable FUSE_POSIX_ACL, so the kernel would pass them through
         unenforced and never update them on chmod (``cp -a`` would leave stale ones).
         """
+        if self._stale:
+            self._fresh(inode)
         if name in POSIX_ACL_NAMES:
             raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
         if name == _STATS_XATTR and inode == pyfuse3.ROOT_INODE:
@@ -370,10 +462,14 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def listxattr(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        if self._stale:
+            self._fresh(inode)
         return await self.boundary.call(self.fs.listxattr, inode)
 
     @handler
     async def removexattr(
         self, inode: pyfuse3.InodeT, name: bytes, ctx: pyfuse3.RequestContext
     ) -> None:
+        if self._stale:
+            self._fresh(inode)
         await self.boundary.call(self.fs.removexattr, inode, name)

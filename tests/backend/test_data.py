@@ -952,7 +952,7 @@ async def test_a_replayed_commit_does_not_trash_its_own_objects(
     ]
     # Without a request record (another request id), the script itself still
     # recognises its own object in the map and does not trash it.
-    k, a, _ = ctx.prepare("commit", commit_keys, [1, 1, BS, 0, obj, valid])
+    k, a, _ = ctx.prepare("commit", commit_keys, [1, 1, BS, 0, obj, valid, "*"])
     first = await ctx.scripts.call(raw, "commit", k, a)
     assert await raw.zscore(keys.trash, str(obj)) is None
     # The same request sent again (a retry after a lost reply) is not run again:

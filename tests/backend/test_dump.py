@@ -44,8 +44,8 @@ async def dump_bytes(vol: Volume, stats: list[DumpStats] | None = None) -> bytes
 
 async def load_bytes(vol: Volume, data: bytes) -> None:
     src = AsyncReader(io.BytesIO(data))
-    block_size, _ = await read_header(src)
-    await load_volume(vol.inodes.ctx, src, block_size)
+    header = await read_header(src)
+    await load_volume(vol.inodes.ctx, src, header.block_size, uuid=header.uuid)
 
 
 @pytest_asyncio.fixture
@@ -187,11 +187,32 @@ async def test_dump_is_deterministic_and_streams_the_stored_objects(vol: Volume)
     assert first == await dump_bytes(vol)
     lines = first.split(b"\n")
     assert lines[0] == (
-        b'{"block_size":65536,"codec":"zlib","format":"redisfuse-dump","kind":"header","version":1}'
+        b'{"block_size":65536,"codec":"zlib","format":"redisfuse-dump","kind":"header",'
+        b'"uuid":"%s","version":1}' % vol.inodes.settings.uuid.encode()
     )
     # The object as stored in Redis (zlib codec byte 1), not re-encoded or decoded.
     assert b"\n\x01x" in first
     assert first.endswith(b'{"blocks":2,"inodes":2,"kind":"end","links":0}\n')
+
+
+async def test_a_load_gives_the_volume_the_dumped_volumes_uuid(
+    vol: Volume, target: Volume, raw: Redis
+) -> None:
+    """The dumped volume comes back as itself (a mount that saw it vanish resumes,
+    health.py); a dump from before the header carried the uuid keeps the fresh one."""
+    await vol.write_file("/a", b"a")
+    data = await dump_bytes(vol)
+    formatted = target.inodes.settings.uuid
+    assert formatted != vol.inodes.settings.uuid
+    older = data.replace(b'"uuid":"%s",' % vol.inodes.settings.uuid.encode(), b"", 1)
+    assert older != data
+    await load_bytes(target, older)
+    assert await raw.hget(target.inodes.keys.setting, "uuid") == formatted.encode()
+    await target.remove("/a")
+    await load_bytes(target, data)
+    assert await raw.hget(target.inodes.keys.setting, "uuid") == vol.inodes.settings.uuid.encode()
+    assert target.inodes.settings.uuid == vol.inodes.settings.uuid
+    assert await dump_bytes(target) == data
 
 
 async def test_load_refuses_a_volume_that_is_not_empty(vol: Volume, target: Volume) -> None:
@@ -223,6 +244,7 @@ async def test_load_refuses_a_volume_mounted_elsewhere(
         (lambda d: d[: d.rindex(b'{"blocks"')], "truncated"),
         (lambda d: d.replace(b"\x01x", b"\x01y", 1), "checksum"),
         (lambda d: d.replace(b'"version":1', b'"version":9', 1), "version 9"),
+        (lambda d: d.replace(b'"uuid":"', b'"uuid":"../', 1), "bad uuid"),
         (lambda d: b"PK\x03\x04 not a dump\n" + d, "not a RedisFUSE dump"),
         (lambda d: d.replace(b'"kind":"inode"', b'"kind":"inode', 1), "not a dump record"),
         (lambda d: d + b"trailing\n", "after the end record"),

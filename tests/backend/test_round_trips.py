@@ -142,3 +142,23 @@ async def test_a_miss_in_a_large_directory_does_not_bring_its_names(
             assert not await vol.exists(f"/big/new{i}")
         delta = await calls(raw) - before
         assert delta["evalsha"] == 3
+
+
+async def test_a_directory_this_node_fills_stays_known_however_long_it_takes(
+    vol: Volume, raw: Redis
+) -> None:
+    """Unpacking an archive into a new directory: every new name is known absent
+    without a round trip (the kernel looks each one up before creating it), also
+    after the cache's lifetime has passed many times over, because each change of
+    this node counts as seeing the directory anew."""
+    async with caching(vol):
+        vol.inodes.ctx.cache.ttl = 0.2
+        ino = (await vol.mkdir("/d")).ino
+        before = await calls(raw)
+        for i in range(40):
+            name = b"f%d" % i
+            assert vol.inodes.known_absent(ino, name), f"{name!r} needed a lookup"
+            await vol.inodes.mknod(ino, name, 0o100644, 0, 0)
+            await asyncio.sleep(0.02)  # 0.8 s in all: four lifetimes of the cache
+        delta = await calls(raw) - before
+        assert delta["evalsha"] == 40  # the creates, and nothing else

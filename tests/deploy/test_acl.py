@@ -101,9 +101,14 @@ def acl_server(redis_factory):  # type: ignore[no-untyped-def]
     return redis_factory()
 
 
-def test_fsck_gc_and_status_run_as_the_volume_user(acl_server) -> None:  # type: ignore[no-untyped-def]
+async def test_fsck_gc_and_status_run_as_the_volume_user(acl_server) -> None:  # type: ignore[no-untyped-def]
     volume, user, password = f"t-{secrets.token_hex(4)}", "fsuser", secrets.token_hex(16)
     create_volume_user(acl_server.url, volume, user, password)
+    as_user = RedisOptions(
+        url=f"redis://127.0.0.1:{acl_server.port}/0", username=user, password=password
+    )
+    async with open_volume(volume=volume, options=as_user):
+        pass  # the user formats it (the tools do not: they inspect what is there)
     url = f"redis://{user}@127.0.0.1:{acl_server.port}/0"
     env = {"REDISFUSE_REDIS_PASSWORD": password}
     for command in ("fsck", "gc", "status"):

@@ -90,9 +90,11 @@ async def test_tls_files_with_a_plain_url_are_refused(volume_name: str, redis_se
             pass
 
 
-def test_status_and_fsck_work_over_tls(tls_server: TlsServer, volume_name: str) -> None:
+async def test_status_and_fsck_work_over_tls(tls_server: TlsServer, volume_name: str) -> None:
+    async with open_volume(volume=volume_name, options=_options(tls_server)):
+        pass  # formats the volume (the tools do not: they inspect what is there)
     args = ["--volume", volume_name, *tls_server.cli_args()]
-    fsck = redisfuse("fsck", *args)  # formats the volume on first use
+    fsck = redisfuse("fsck", *args)
     assert fsck.returncode == 0, fsck.stderr
     assert "volume is consistent" in fsck.stdout
     status = redisfuse("status", *args)

@@ -142,3 +142,13 @@ def test_redis_unreachable_is_a_clear_error(make_fs: MakeFs) -> None:
     fs = make_fs(redis_url="redis://127.0.0.1:1/0", volume="unreachable")
     with pytest.raises(OSError, match="127.0.0.1:1"):
         fs.ls("/")
+
+
+def test_an_evicting_redis_is_refused_in_one_line(make_fs: MakeFs, redis_factory) -> None:  # type: ignore[no-untyped-def]
+    """An allkeys-* maxmemory-policy could delete the volume's keys: the open is refused."""
+    server = redis_factory("--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru")
+    fs = make_fs(redis_url=server.url, volume="evicting")
+    with pytest.raises(OSError, match="maxmemory-policy allkeys-lru") as caught:
+        fs.ls("/")
+    assert "CONFIG SET maxmemory-policy noeviction" in str(caught.value)
+    assert "\n" not in str(caught.value)

@@ -7,6 +7,7 @@ import datetime
 import errno
 import json
 import os
+import random
 import subprocess
 import sys
 
@@ -258,3 +259,18 @@ def test_symlinks_made_by_another_client(
     assert listed["/link"] == ("other", True) and listed["/target"] == ("file", False)
     rfs.rm(["/link", "/dangling"])
     assert rfs.ls("/", detail=False) == ["/target"]
+
+
+def test_a_file_written_behind_its_writer_reads_and_stats_right(make_fs: MakeFs) -> None:
+    """Issue 24 through fsspec: a write buffer smaller than the file commits behind
+    the writer; after every chunk the size and the bytes so far are right, on this
+    filesystem and, once closed, on another one (another node)."""
+    fs = make_fs(write_buffer_bytes=128 * 1024)
+    data = random.Random(7).randbytes(1_000_000)
+    with fs.open("/f", "wb", block_size=100_000) as f:
+        for start in range(0, len(data), 100_000):
+            f.write(data[start : start + 100_000])  # a full block: uploaded at once
+            done = start + 100_000
+            assert fs.info("/f")["size"] == done
+            assert fs.cat_file("/f", 0, done) == data[:done]
+    assert make_fs().cat_file("/f") == data

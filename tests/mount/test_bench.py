@@ -1,16 +1,18 @@
 """Smoke test of ``redisfuse bench``: every workload runs and reports a positive figure.
 
 Tiny sizes (a 2 MiB file, 20 small files ...) on the mount and on local disk:
-this checks the wiring (command line, JSON, every workload, cleanup), not how
-fast anything is. The suites run with ``--no-drop-caches`` so that the test
-does not flush the whole machine's caches six times; ``drop_caches`` itself is
-exercised once on a single file.
+this checks the wiring (command line, JSON, every workload, cleanup, the
+``--sync-fds`` hook), not how fast anything is. The suites run with
+``--no-drop-caches`` so that the test does not flush the whole machine's caches
+six times; ``drop_caches`` itself is exercised once on a single file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,3 +76,32 @@ def test_bench_rejects_a_missing_directory(
 ) -> None:
     assert main(["bench", str(tmp_path / "nowhere"), *TINY]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_sync_fds_announces_each_workload_and_waits(tmp_path: Path) -> None:
+    """``--sync-fds IN,OUT``: 'begin KEY' and 'end KEY' around each workload, in order, each
+    answered before the child goes on (what benchmarks/run.py measures the mount's CPU by)."""
+    answer_r, answer_w = os.pipe()
+    edge_r, edge_w = os.pipe()
+    argv = [
+        sys.executable, "-m", "redisfuse.bench", str(tmp_path),
+        "--repeat", "1", "--only", "create_4k,stat", "--small-files", "5",
+        "--no-drop-caches", "--sync-fds", f"{answer_r},{edge_w}",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        argv, pass_fds=(answer_r, edge_w), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    os.close(answer_r)
+    os.close(edge_w)
+    seen: list[str] = []
+    try:
+        with os.fdopen(edge_r, "rb") as edges, os.fdopen(answer_w, "wb", buffering=0) as answers:
+            for line in edges:
+                seen.append(line.decode().strip())
+                answers.write(b"go\n")
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert seen == ["begin create_4k", "end create_4k", "begin stat", "end stat"]

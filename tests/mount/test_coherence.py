@@ -12,13 +12,13 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .mounting import Mount, start_mount, stop_mount, wait_for
+from .mounting import Mount, wait_for
+from .racing import mount_pair, race
 
 VISIBLE_WITHIN_S = 3.0
 
@@ -26,17 +26,8 @@ VISIBLE_WITHIN_S = 3.0
 @pytest.fixture(scope="module")
 def pair(redis_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mount, Mount]]:  # type: ignore[no-untyped-def]
     """Two mounts ("node A" and "node B") of one fresh volume."""
-    base = tmp_path_factory.mktemp("pair")
-    volume = f"c-{secrets.token_hex(6)}"
-    a = start_mount(base / "a", redis_server.url, volume, base / "a.log")
-    try:
-        b = start_mount(base / "b", redis_server.url, volume, base / "b.log")
-        try:
-            yield a, b
-        finally:
-            assert stop_mount(b) == 0, b.log()
-    finally:
-        assert stop_mount(a) == 0, a.log()
+    with mount_pair(redis_server.url, tmp_path_factory.mktemp("pair")) as nodes:
+        yield nodes
 
 
 @pytest.fixture
@@ -47,26 +38,6 @@ def dirs(pair: tuple[Mount, Mount], request: pytest.FixtureRequest) -> tuple[Pat
     (a.path / name).mkdir()
     wait_for(lambda: (b.path / name).is_dir(), VISIBLE_WITHIN_S)
     return a.path / name, b.path / name
-
-
-def _race(*actions: Callable[[], object]) -> list[object]:
-    """Run the actions at the same moment in threads; return results or exceptions."""
-    barrier = threading.Barrier(len(actions))
-    results: list[object] = [None] * len(actions)
-
-    def run(i: int, action: Callable[[], object]) -> None:
-        barrier.wait()
-        try:
-            results[i] = action()
-        except OSError as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i, act)) for i, act in enumerate(actions)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
 
 
 def test_closed_file_is_read_whole_and_current_over_a_stale_cache(dirs: tuple[Path, Path]) -> None:
@@ -125,7 +96,7 @@ def test_exclusive_create_has_one_winner(dirs: tuple[Path, Path]) -> None:
     flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY
     for i in range(20):
         name = f"x{i}"
-        results = _race(lambda n=name: os.open(a / n, flags), lambda n=name: os.open(b / n, flags))
+        results = race(lambda n=name: os.open(a / n, flags), lambda n=name: os.open(b / n, flags))
         fds = [r for r in results if isinstance(r, int)]
         errs = [r for r in results if isinstance(r, OSError)]
         assert len(fds) == 1 and len(errs) == 1, results
@@ -138,7 +109,7 @@ def test_mkdir_has_one_winner(dirs: tuple[Path, Path]) -> None:
     a, b = dirs
     for i in range(20):
         name = f"d{i}"
-        results = _race(lambda n=name: os.mkdir(a / n), lambda n=name: os.mkdir(b / n))
+        results = race(lambda n=name: os.mkdir(a / n), lambda n=name: os.mkdir(b / n))
         errs = [r for r in results if isinstance(r, OSError)]
         assert len(errs) == 1 and errs[0].errno == errno.EEXIST, results
 
@@ -150,7 +121,7 @@ def test_racing_renames_onto_one_name_leave_one_file(dirs: tuple[Path, Path]) ->
         (a / f"s{i}b").write_bytes(b"from b")
         src_b, target = b / f"s{i}b", f"t{i}"
         wait_for(src_b.exists, VISIBLE_WITHIN_S)
-        results = _race(
+        results = race(
             lambda s=a / f"s{i}a", t=a / target: os.rename(s, t),
             lambda s=src_b, t=b / target: os.rename(s, t),
         )
@@ -171,7 +142,7 @@ def test_writes_to_different_blocks_from_two_nodes_both_survive(dirs: tuple[Path
             f.write(fill * 1000)  # partial blocks: 1000 bytes inside a block
 
     for round_ in range(5):
-        _race(lambda: write(a / "f", 10, b"A"), lambda: write(b / "f", block + 10, b"B"))
+        race(lambda: write(a / "f", 10, b"A"), lambda: write(b / "f", block + 10, b"B"))
         data = (a / "f").read_bytes()
         assert data[10:1010] == b"A" * 1000, round_
         assert data[block + 10 : block + 1010] == b"B" * 1000, round_
@@ -189,7 +160,7 @@ def test_writes_inside_one_block_from_two_nodes_both_survive(dirs: tuple[Path, P
             f.write(fill * 100)
 
     for _ in range(5):
-        _race(lambda: write(a / "f", 0, b"A"), lambda: write(b / "f", 4096, b"B"))
+        race(lambda: write(a / "f", 0, b"A"), lambda: write(b / "f", 4096, b"B"))
         data = (b / "f").read_bytes()
         assert data[:100] == b"A" * 100 and data[4096:4196] == b"B" * 100
 
@@ -207,7 +178,7 @@ def test_appends_from_two_nodes_never_overwrite(dirs: tuple[Path, Path]) -> None
         finally:
             os.close(fd)
 
-    _race(lambda: append(a / "log", "A"), lambda: append(b / "log", "B"))
+    race(lambda: append(a / "log", "A"), lambda: append(b / "log", "B"))
     lines = (a / "log").read_bytes().decode().splitlines()
     assert sorted(lines) == sorted(
         [f"A-{i:03d}" for i in range(100)] + [f"B-{i:03d}" for i in range(100)]
