@@ -1,7 +1,10 @@
 """A redis-server the test owns: persistent (AOF, fsync always), killable and restartable.
 
 For failure tests: kill it with SIGKILL under load, start it again on the same
-port and directory, and it comes back with everything it acknowledged.
+port and directory, and it comes back with everything it acknowledged; or
+freeze it (SIGSTOP: connections stay open, nothing answers) and thaw it. Stop
+and kill always thaw it first, so a test that fails while it is frozen leaves
+no stopped process behind.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class AofRedis:
         self.workdir = workdir
         self.port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.frozen = False
 
     @property
     def url(self) -> str:
@@ -86,14 +90,29 @@ class AofRedis:
                 )
             time.sleep(0.02)
 
+    def freeze(self) -> None:
+        """SIGSTOP: the server keeps its connections (the kernel even accepts new ones)
+        and answers nothing, as a stuck server or a silent network does."""
+        assert self.proc is not None and self.proc.poll() is None
+        self.proc.send_signal(signal.SIGSTOP)
+        self.frozen = True
+
+    def thaw(self) -> None:
+        """SIGCONT: the server goes on with what it had received."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+        self.frozen = False
+
     def kill(self) -> None:
         """SIGKILL: no shutdown, no final save; only what the AOF holds survives."""
+        self.thaw()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
         self.proc = None
 
     def stop(self) -> None:
+        self.thaw()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:

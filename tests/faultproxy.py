@@ -12,6 +12,11 @@ With probabilities set per fault it can then:
   sees it);
 - ``delay``: hold a reply back for up to ``max_delay`` seconds.
 
+And on demand, :meth:`FaultProxy.blackhole_subscribers` black-holes the
+connections that subscribed so far: they stay open and forward nothing more,
+either way, as a NAT or firewall does with a flow it forgot. Connections made
+later pass as before.
+
 It runs its own asyncio loop in a thread, so both asyncio tests and mounts in
 other processes can use it. ``dropped`` counts lost replies by command (scripts
 by their name, when the proxy was given the names of the script digests).
@@ -50,6 +55,19 @@ class Faults:
     max_delay: float = 0.05
 
 
+@dataclass(eq=False)
+class _Link:
+    """One client connection through the proxy."""
+
+    subscriber: bool = False
+    """It sent (S|P)SUBSCRIBE."""
+    black: bool = False
+    """It forwards nothing any more (blackhole_subscribers)."""
+
+
+SUBSCRIBE = frozenset({"subscribe", "ssubscribe", "psubscribe"})
+
+
 class FaultProxy:
     """Listens on 127.0.0.1 (a free port) and forwards to ``target_host:target_port``."""
 
@@ -76,6 +94,9 @@ class FaultProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._links: set[_Link] = set()
+        self.blackholed = 0
+        """Connections black-holed so far."""
 
     def __repr__(self) -> str:
         return f"<FaultProxy :{self.port} -> {self.target} dropped={sum(self.dropped.values())}>"
@@ -88,6 +109,19 @@ class FaultProxy:
             yield
         finally:
             self.faults = faults
+
+    def blackhole_subscribers(self) -> int:
+        """Stop forwarding anything on the connections that have subscribed (keeping them
+        open); returns how many there were."""
+
+        async def mark() -> int:
+            links = [link for link in self._links if link.subscriber and not link.black]
+            for link in links:
+                link.black = True
+            self.blackholed += len(links)
+            return len(links)
+
+        return asyncio.run_coroutine_threadsafe(mark(), self._loop).result(timeout=10)
 
     @property
     def url(self) -> str:
@@ -146,6 +180,8 @@ class FaultProxy:
             client_w.close()
             return
         self._writers |= {client_w, server_w}
+        link = _Link()
+        self._links.add(link)
         waiting: deque[str] = deque()
         broken = asyncio.Event()
 
@@ -160,9 +196,13 @@ class FaultProxy:
                 data = await client_r.read(65536)
                 if not data:
                     break
+                if link.black:
+                    continue
                 reader.feed(data)
                 while (command := reader.gets()) is not False:
-                    waiting.append(self._name(command))
+                    name = self._name(command)
+                    waiting.append(name)
+                    link.subscriber |= name in SUBSCRIBE
                 if self.random.random() < self.faults.cut:
                     self.cuts += 1
                     waiting.clear()
@@ -177,6 +217,8 @@ class FaultProxy:
                 data = await server_r.read(65536)
                 if not data:
                     break
+                if link.black:
+                    continue
                 reader.feed(data)
                 answered = 0
                 while reader.gets() is not False:
@@ -203,3 +245,4 @@ class FaultProxy:
                     await task
         finally:
             self._writers -= {client_w, server_w}
+            self._links.discard(link)

@@ -9,8 +9,12 @@ Everything else uses the common command API of both clients.
 Retries: redis-py's cluster client follows MOVED/ASK by itself and retries a
 command whose node failed immediately (after re-reading the slot map); it has
 no backoff between those attempts. ``DeadlineCluster`` therefore wraps each
-command in the volume's counting retry (jittered backoff for the retry
-deadline), and pipelines retry every 0.25 s for as long. The counting retry
+command in the volume's deadline retry (deadline.py: jittered backoff until
+the retry deadline), and pipelines retry every 0.25 s for as long. redis-py's
+own loops count attempts, each of which may wait a read timeout on a silent
+node; their backoff (``DeadlineBackoff``) ends them at the request's
+deadline, so a frozen master fails a request after the deadline plus one
+read timeout, as a single server does. The deadline retry
 also covers a command that redis-py gave up on after 16 redirections
 (``ClusterError``, "TTL exhausted"; a pipeline sends its redirected commands
 again one by one through ``execute_command``): while a slot moves, its source
@@ -39,7 +43,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import ConnectionPool
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import parse_url
 from redis.exceptions import (
     ClusterDownError,
@@ -52,6 +56,7 @@ from redis.exceptions import (
 )
 
 from .counting import RedisTally
+from .deadline import DeadlineBackoff, request_deadline
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +64,11 @@ SCHEMES = ("redis+cluster", "rediss+cluster")
 """URL schemes of a cluster: ``redis+cluster://HOST:PORT[,HOST:PORT...]`` (TLS: rediss+)."""
 
 PIPELINE_RETRY_S = 0.25
-"""redis-py's cluster pipeline sleeps this long before each retry."""
+"""redis-py's cluster pipeline sleeps this long before each retry (after CLUSTERDOWN),
+and the longest backoff of its loops between other failed attempts."""
+
+INNER_BACKOFF_S = 0.02
+"""The first backoff of redis-py's own cluster retry loops (doubling, jittered)."""
 
 _RETRYABLE = (ClusterDownError, ClusterError, SlotNotCoveredError, TryAgainError)
 _RESEND = (ConnectionError, TimeoutError, ClusterDownError, SlotNotCoveredError, TryAgainError)
@@ -114,12 +123,13 @@ def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
 class DeadlineCluster(RedisCluster):
     """A cluster client whose commands keep retrying (with backoff) for the retry deadline.
 
-    ``deadline_retry`` is the volume's counting retry (connect.py): it counts
+    ``deadline_retry`` is the volume's deadline retry (deadline.py): it counts
     retries for ``redisfuse status`` and spaces them out; redis-py's own loop
     inside each attempt follows redirections and re-reads the slot map.
     """
 
     deadline_retry: Retry
+    deadline: float
     tally: RedisTally
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
@@ -167,7 +177,8 @@ class DeadlinePipeline(ClusterPipeline):
         if queued:
             self.owner.tally.round_trips += 1
             self.owner.tally.commands += len(queued)
-        results: list[Any] = await super().execute(raise_on_error, allow_redirections)
+        with request_deadline(self.owner.deadline):
+            results: list[Any] = await super().execute(raise_on_error, allow_redirections)
         pending = [i for i, r in enumerate(results) if isinstance(r, _RESEND)]
         if raise_on_error or not pending or len(results) != len(queued):
             return results  # (a queue this class did not see whole is not resent)
@@ -211,13 +222,19 @@ def make_cluster_client(url: str, retry: Retry, deadline: float, common: dict[st
     options.pop("retry", None)
     options.pop("retry_on_error", None)
     retry.update_supported_errors(list(_RETRYABLE))
-    inner = Retry(NoBackoff(), max(3, int(deadline / PIPELINE_RETRY_S)))
+    # redis-py's loop counts attempts and, after a refused connection, sleeps only what
+    # the backoff says: with none, a dead master used up every attempt before the
+    # cluster had promoted its replica. So a short jittered backoff, and a count that
+    # never runs out first: DeadlineBackoff ends the loop at the request's deadline.
+    backoff = ExponentialWithJitterBackoff(base=INNER_BACKOFF_S, cap=PIPELINE_RETRY_S)
+    inner = Retry(DeadlineBackoff(backoff), max(3, int(deadline / INNER_BACKOFF_S)))
     client = DeadlineCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in nodes],
         retry=inner,
         **options,
     )
     client.deadline_retry = retry
+    client.deadline = deadline
     client.tally = RedisTally()
     return cast(Redis, client)
 

@@ -1,34 +1,30 @@
 """Builds the ``redis.asyncio`` client from a URL or from host/port options.
 
-Connection faults are configuration: socket timeouts and redis-py's jittered
-exponential retry live here, and the first PING turns an unreachable server
-into one clear error that names the address.
+Connection faults are configuration: the read timeout, the retry deadline
+(deadline.py bounds every request by it) and redis-py's jittered exponential
+backoff live here, and the first PING turns an unreachable server into one
+clear error that names the address.
 """
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import logging
-from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
 from ..errors import BackendUnavailable
 from .cluster import is_cluster, is_cluster_url, make_cluster_client, set_deadline_retry
 from .counting import CountingRedis
+from .deadline import DeadlineRetry, Reachability, RetryStats
 from .redis_errors import redis_error
 from .transport import SENTINEL_SCHEMES, redact, scheme_of, sentinel_client, tls_kwargs
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +36,14 @@ class RedisOptions:
     port: int = 6379
     db: int = 0
     password: str | None = None
-    socket_timeout: float = 10.0
+    read_timeout: float = 5.0
+    """A request with no reply for this long is sent again, as after a lost connection
+    (deadline.py); the longest a silent Redis holds one attempt."""
     connect_timeout: float = 5.0
+    """Longest wait for a TCP (and TLS) connection; never more than ``read_timeout``."""
     retry_deadline: float = 30.0
-    """How long an operation keeps retrying while Redis is unreachable before failing (EIO)."""
+    """How long a request keeps retrying while Redis is unreachable or silent before it
+    fails (EIO): a request waits at most this plus one ``read_timeout``."""
     retry_base: float = 0.05
     """First backoff between retries (doubling, jittered, capped at 1 s)."""
     username: str | None = None
@@ -67,57 +67,16 @@ class RedisOptions:
         return f"{self.host}:{self.port}/{self.db}"
 
 
-@dataclass(slots=True)
-class RetryStats:
-    """How often this client retried a command, by the error that made it retry."""
-
-    total: int = 0
-    causes: Counter[str] = field(default_factory=Counter)
-
-    def __repr__(self) -> str:
-        return f"<RetryStats {self.total} {dict(self.causes)}>"
-
-
-class CountingRetry(Retry):
-    """redis-py's retry, counting each retry and its cause and logging it at DEBUG.
-
-    redis-py resends the same command (or the whole pipeline) after a broken
-    connection, also when Redis had run it and only the reply was lost; the
-    mutating scripts make that safe (lib.lua's once()).
-    """
-
-    def __init__(self, backoff: ExponentialWithJitterBackoff, retries: int) -> None:
-        super().__init__(backoff, retries)
-        self.stats = RetryStats()
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> CountingRetry:
-        """redis-py gives each connection a deep copy: they must share one tally."""
-        clone = type(self).__new__(type(self))
-        memo[id(self)] = clone
-        for name, value in vars(self).items():
-            setattr(clone, name, value if name == "stats" else copy.deepcopy(value, memo))
-        return clone
-
-    async def call_with_retry(
-        self,
-        do: Callable[[], Awaitable[T]],
-        fail: Callable[..., Any],
-        is_retryable: Callable[[Exception], bool] | None = None,
-        with_failure_count: bool = False,
-    ) -> T:
-        async def counted(error: Exception, *count: int) -> Any:
-            self.stats.total += 1
-            self.stats.causes[type(error).__name__] += 1
-            log.debug("Redis command retried after %s: %s", type(error).__name__, error)
-            return await fail(error, *count)
-
-        return await super().call_with_retry(do, counted, is_retryable, with_failure_count)
-
-
 def retry_stats(client: Redis) -> RetryStats | None:
     """The retry counters of a client made by :func:`make_client`."""
     retry = client.get_retry()
-    return retry.stats if isinstance(retry, CountingRetry) else None
+    return retry.stats if isinstance(retry, DeadlineRetry) else None
+
+
+def reachability_of(client: Redis) -> Reachability | None:
+    """What the requests of a client made by :func:`make_client` saw of Redis (deadline.py)."""
+    retry = client.get_retry()
+    return retry.reach if isinstance(retry, DeadlineRetry) else None
 
 
 def _no_client_setinfo() -> dict[str, Any]:
@@ -138,25 +97,33 @@ FIRST_PING_RETRIES = 2
 """A first PING whose connection broke is sent again this often (not the whole deadline)."""
 
 
-def counting_retry(options: RedisOptions, retries: int | None = None) -> CountingRetry:
-    """The retry of a client: by default, for about ``retry_deadline``."""
-    # Backoff doubles from 50 ms to a 1 s cap, so the retries span about retry_deadline.
-    if retries is None:
-        retries = int(options.retry_deadline) + 5 if options.retry_deadline > 0 else 0
-    return CountingRetry(ExponentialWithJitterBackoff(base=options.retry_base, cap=1.0), retries)
+MAX_ATTEMPTS = 1_000_000
+"""The deadline bounds the retries, not a count (except for the first PING)."""
 
 
-def make_client(options: RedisOptions, retries: int | None = None) -> Redis:
+def read_timeout(options: RedisOptions) -> float:
+    """The socket timeout of every request: ``read_timeout``, raised with ``replicas``
+    because a WAIT for replicas holds its connection up to ``replica_timeout``."""
+    return max(options.read_timeout, options.replica_timeout + 1 if options.replicas else 0)
+
+
+def deadline_retry(options: RedisOptions, retries: int = MAX_ATTEMPTS) -> DeadlineRetry:
+    """The retry of a client: every request retries for ``retry_deadline`` (deadline.py)."""
+    reach = Reachability(options.address, options.retry_deadline, read_timeout(options))
+    backoff = ExponentialWithJitterBackoff(base=options.retry_base, cap=1.0)
+    return DeadlineRetry(backoff, retries, deadline=options.retry_deadline, reach=reach)
+
+
+def make_client(options: RedisOptions, retries: int = MAX_ATTEMPTS) -> Redis:
     """Create (but do not yet connect) a binary-safe client with retries, counting its
     round trips (counting.py; a cluster client counts in cluster.py)."""
-    retry = counting_retry(options, retries)
+    retry = deadline_retry(options, retries)
+    timeout = read_timeout(options)
     common: dict[str, Any] = {
         "decode_responses": False,
-        # A WAIT for replicas blocks its connection up to replica_timeout.
-        "socket_timeout": max(
-            options.socket_timeout, options.replica_timeout + 1 if options.replicas else 0
-        ),
-        "socket_connect_timeout": options.connect_timeout,
+        # redis-py's own timer per read: what bounds an attempt on a silent server.
+        "socket_timeout": timeout,
+        "socket_connect_timeout": min(options.connect_timeout, timeout),
         "retry": retry,
         "retry_on_error": [ConnectionError, TimeoutError],
         "health_check_interval": 30,
@@ -214,7 +181,7 @@ async def connect(options: RedisOptions) -> Redis:
     if is_cluster(client):
         # Setting up a cluster client (slot map, command table) costs about 0.1 s
         # of CPU: keep this one, now with the retries of the whole deadline.
-        set_deadline_retry(client, counting_retry(options))
+        set_deadline_retry(client, deadline_retry(options))
         return client
     await client.aclose()
     return make_client(options)

@@ -7,6 +7,7 @@ Context so that they can be composed by volume.py and tested alone.
 from __future__ import annotations
 
 import contextlib
+import errno
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from redis.exceptions import RedisError
 
 from ..errors import FSError, NoSpace, VolumeGone
 from . import events
+from .connect import reachability_of
 from .health import Health
 from .keys import Keys, SessionId
 from .metacache import MetaCache
@@ -66,7 +68,9 @@ class QuickLock:
 class IdAllocator:
     """Hands out ids from ranges reserved with one INCRBY, so most ids cost no round trip.
 
-    A lost reply to INCRBY wastes a range but never hands one id out twice.
+    A lost reply to INCRBY wastes a range but never hands one id out twice. Requests
+    that waited for a reservation that failed fail with it: Redis not answering
+    would otherwise hold each of them for another attempt in turn.
     """
 
     def __init__(
@@ -83,6 +87,8 @@ class IdAllocator:
         self._next = 0
         self._end = 0
         self._lock = QuickLock()
+        self._failures = 0
+        self._failure: FSError | None = None
 
     def __repr__(self) -> str:
         return f"<IdAllocator {self._key} next={self._next} end={self._end}>"
@@ -99,12 +105,20 @@ class IdAllocator:
             self._next += count
             return list(range(first, first + count))
         out: list[int] = []
+        failures = self._failures
         async with self._lock:
+            if self._failures != failures and self._failure is not None:
+                raise FSError(self._failure.errno or errno.EIO, self._failure.strerror)
             while len(out) < count:
                 if self._next >= self._end:
                     want = max(self._batch, count - len(out))
-                    with self._guard():
-                        top = int(await self._client.incrby(self._key, want))
+                    try:
+                        with self._guard():
+                            top = int(await self._client.incrby(self._key, want))
+                    except FSError as exc:
+                        self._failures += 1
+                        self._failure = exc
+                        raise
                     self._next, self._end = top - want + 1, top + 1
                 take = min(count - len(out), self._end - self._next)
                 out.extend(range(self._next, self._next + take))
@@ -151,6 +165,15 @@ class Context:
     health: Health = field(init=False)
     """Whether Redis may be trusted with the volume now (evicting policy, volume gone)."""
     _oom_log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(5.0))
+
+    @property
+    def outage(self) -> bool:
+        """Whether Redis is known not to answer: a request failed at its deadline and
+        none was answered since (deadline.py). Clean-up after a failure then leaves
+        what can wait (a lock's release: its TTL; a close's release: the next request)
+        rather than make the failed FUSE request wait another read timeout."""
+        reach = reachability_of(self.client)
+        return reach is not None and reach.unavailable
 
     @property
     def space_short(self) -> bool:

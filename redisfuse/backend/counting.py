@@ -5,7 +5,7 @@ Round trips are counted where every request of the backend leaves:
 command it sends and each pipeline it executes, once (a pipeline of 40
 commands is one round trip); a cluster client (``cluster.DeadlineCluster``
 and its pipeline) keeps the same tally. redis-py's resends after a broken connection are
-counted apart, by ``connect.CountingRetry``. The event subscription's reads are
+counted apart, by ``deadline.DeadlineRetry``. The event subscription's reads are
 not round trips and are not counted here (``stats.Counters`` counts events).
 The cost is two integer additions per request, and no extra frame in the await.
 """

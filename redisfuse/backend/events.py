@@ -24,8 +24,10 @@ subscribe again at the slot's new master and yield ``Resync``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -67,12 +69,26 @@ class Resync:
     """Events may have been lost: drop every cached attribute, entry and map."""
 
 
-Event = InodeChanged | EntryChanged | PeerJoined | Resync
+@dataclass(frozen=True, slots=True)
+class Stalled(Resync):
+    """The subscription went silent: events may be missing from now on. Drop every
+    cached attribute, entry and map, and cache nothing until the next plain Resync
+    (a consumer that only knows Resync drops its caches, which is what matters)."""
+
+
+Event = InodeChanged | EntryChanged | PeerJoined | Resync | Stalled
 
 HELLO = b"hello"
 
+KEEPALIVE = b"rf-keepalive"
+"""Data of the PING a quiet subscription sends itself (its answer proves it alive)."""
+
 RECONNECT_CAP_S = 2.0
 """Longest wait between two attempts to subscribe again."""
+
+DEFAULT_SILENCE_S = 5.0
+"""A subscription that hears nothing for this long is replaced (the mount passes its
+``--redis-read-timeout``)."""
 
 
 def publish_command(client: Redis) -> str:
@@ -120,29 +136,105 @@ class _CountingPubSub(PubSub):
         await super().on_connect(connection)
 
 
+@dataclass(slots=True)
+class Watch:
+    """How one stream watches its subscription, and the gap it is in (if any).
+
+    A subscription that hears nothing for ``silence`` seconds, not even the
+    answer to the PING it sends after ``silence / 3`` quiet seconds, is
+    replaced: a connection a NAT or firewall stopped forwarding, or a server
+    that stopped answering, looks exactly like a quiet volume otherwise. The
+    stream says so in one WARNING when a gap starts (however many
+    replacements it takes) and one INFO when a subscription is confirmed
+    again; events sent in between are lost, hence Stalled and Resync.
+    """
+
+    silence: float
+    address: str = ""
+    """Where Redis is, for the log (never with a password)."""
+    lost_since: float | None = None
+    """When the gap under way started (monotonic); None while events flow."""
+    caching: bool = False
+    """Consumers cache (a Resync came, and no Stalled since)."""
+
+    @property
+    def keepalive(self) -> float:
+        return self.silence / 3
+
+    @property
+    def poll(self) -> float:
+        return min(1.0, self.keepalive)
+
+    def _lost(self, since: float, warning: str, *args: object) -> None:
+        """Start a gap at ``since`` (logging ``warning``) or note a step of the one under way."""
+        if self.lost_since is None:
+            self.lost_since = since
+            log.warning(warning, *args)
+        else:
+            log.debug(warning, *args)
+
+    def stalled(self, quiet: float) -> None:
+        """The subscription heard nothing for ``quiet`` seconds."""
+        self._lost(
+            time.monotonic() - quiet,
+            "change events: nothing heard from Redis at %s for %.1f s (not even the answer "
+            "to a keep-alive PING); replacing the subscription, and caching no metadata "
+            "until it is back",
+            self.address,
+            quiet,
+        )
+
+    def interrupted(self, exc: BaseException) -> None:
+        self._lost(time.monotonic(), "change events interrupted (%s); reconnecting", exc)
+
+    def cannot_subscribe(self, exc: BaseException) -> None:
+        self._lost(time.monotonic(), "change events: cannot subscribe (%s); trying again", exc)
+
+    def confirmed(self) -> None:
+        """A subscription heard from Redis: a gap under way is over."""
+        if self.lost_since is not None:
+            log.info(
+                "change events: subscribed again after %.1f s; cached metadata was dropped",
+                time.monotonic() - self.lost_since,
+            )
+            self.lost_since = None
+
+
 async def listen(
     client: Redis,
     channel: str,
     hello_channel: str,
     own_session: int,
     present: Callable[[], bool] = lambda: True,
+    *,
+    silence: float = DEFAULT_SILENCE_S,
+    address: str = "",
 ) -> AsyncIterator[Event]:
-    """Yield the events sent to this session, and ``Resync`` after every reconnect.
+    """Yield the events sent to this session, ``Resync`` whenever a subscription is
+    confirmed (first, and after every reconnect), and ``Stalled`` when it goes silent.
 
     The first item is always ``Resync`` (nothing before the subscription is known).
     Announcements of new sessions on ``hello_channel`` come as ``PeerJoined``.
+    A subscription silent for ``silence`` seconds is replaced (see :class:`Watch`).
     Runs until cancelled, also when a command lost the cancellation (cancellation.py).
     ``present`` says whether the volume's keys are in Redis (health.py): on a
     cluster, a slot without keys means the slot moved only while they are.
     """
     sharded = is_cluster(client)
     channels = (channel, hello_channel)
+    watch = Watch(silence, address)
     delay = 0.05
     while True:
         raise_if_cancelled()
-        # On a cluster: a plain client to the master of the volume's slot, found
-        # afresh after the slot moved or its master failed.
-        own = await node_client(client, channel, refresh=delay > 0.05) if sharded else None
+        try:
+            # On a cluster: a plain client to the master of the volume's slot, found
+            # afresh after the slot moved or its master failed.
+            own = await node_client(client, channel, refresh=delay > 0.05) if sharded else None
+        except (RedisError, OSError) as exc:
+            watch.cannot_subscribe(exc)
+            await _sleep(delay)
+            delay = min(delay * 2, RECONNECT_CAP_S)
+            continue
         pubsub = _CountingPubSub((own or client).connection_pool)
         if own is not None:
             where = own.connection_pool.connection_kwargs
@@ -151,22 +243,23 @@ async def listen(
             try:
                 await _subscribe(pubsub, channels, sharded)
             except (RedisError, OSError) as exc:
-                if not sharded:
-                    raise
-                log.warning("change events: cannot subscribe (%s); trying again", exc)
+                watch.cannot_subscribe(exc)
                 await _sleep(delay)
                 delay = min(delay * 2, RECONNECT_CAP_S)
                 continue
 
             serves = functools.partial(_serves, own, client, channel, present) if own else None
-            async for event in _read(pubsub, channels, own_session, serves):
+            async for event in _read(pubsub, channels, own_session, serves, watch):
                 delay = 0.05
                 yield event
-            delay = 0.1  # the stream ended: the slot moved; re-read the slot map
+            # The stream ended: the slot moved (re-read the slot map), or it went silent.
+            delay = 0.1
         finally:
-            await pubsub.aclose()
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()
             if own is not None:
-                await own.aclose()
+                with contextlib.suppress(RedisError, OSError):
+                    await own.aclose()
 
 
 async def _read(
@@ -174,25 +267,39 @@ async def _read(
     channels: tuple[str, ...],
     own_session: int,
     serves: Callable[[], Awaitable[bool]] | None,
+    watch: Watch,
 ) -> AsyncIterator[Event]:
-    """The events of one subscription; ends when a cluster ends it (slot moved, node gone).
+    """The events of one subscription; ends when a cluster ends it (slot moved, node gone)
+    or when it stays silent (``watch.silence``).
 
-    ``serves`` (on a cluster) is asked once a quiet second whether the master
-    still serves the volume's slot and holds our subscription: one made while
-    the slot was moving can end without a word.
+    ``Resync`` comes once the subscription is confirmed (its first reply), so
+    nothing cached after it can have missed an event. ``serves`` (on a cluster)
+    is asked once a quiet second whether the master still serves the volume's
+    slot and holds our subscription: one made while the slot was moving can end
+    without a word.
     """
     sharded = serves is not None
     seen_connects = pubsub.connects
-    yield Resync()
+    heard = pinged = asked = time.monotonic()
+    confirmed = False
     while True:
         raise_if_cancelled()  # one lost in a command sent since the last turn
+        now = time.monotonic()
+        if now - heard >= watch.silence:
+            watch.stalled(now - heard)
+            if watch.caching:
+                watch.caching = False
+                yield Stalled()
+            return
+        interrupted = False
         try:
-            message = await pubsub.get_message(timeout=1.0)
+            if now - max(heard, pinged) >= watch.keepalive:
+                pinged = now
+                await pubsub.ping(KEEPALIVE)  # its answer comes as a message
+            message = await pubsub.get_message(timeout=watch.poll)
         except (ConnectionError, TimeoutError, OSError) as exc:
-            log.warning("change events interrupted (%s); reconnecting", exc)
-            if sharded:
-                return
-            await _resubscribe(pubsub, channels)
+            watch.interrupted(exc)
+            interrupted = True
             message = None
         except ResponseError as exc:
             if not sharded:
@@ -203,11 +310,21 @@ async def _read(
             log.info("change events: subscribed at the wrong master (%s); following", exc)
             await _sleep(0.1)
             return
+        if interrupted:
+            if watch.caching:
+                watch.caching = False
+                yield Stalled()
+            if sharded:
+                return
+            await _resubscribe(pubsub, channels)
+        now = time.monotonic()
         if pubsub.connects != seen_connects:
             seen_connects = pubsub.connects
-            yield Resync()
+            heard = now
+            confirmed = False  # redis-py subscribed again: wait for its confirmation
         if message is None:
-            if serves is not None:
+            if serves is not None and now - asked >= 1.0:
+                asked = now
                 try:
                     if not await serves():
                         log.info("change events: the volume's slot moved; following it")
@@ -215,6 +332,12 @@ async def _read(
                 except (RedisError, OSError):
                     return
             continue
+        heard = now
+        if not confirmed:
+            confirmed = True
+            watch.confirmed()
+            watch.caching = True
+            yield Resync()
         kind = message.get("type")
         if kind == "sunsubscribe":
             log.info("change events: the volume's slot moved; following it")

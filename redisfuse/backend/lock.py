@@ -127,5 +127,11 @@ class Lock:
                 await self._tg.__aexit__(None, None, None)
                 self._tg = None
         finally:
-            with anyio.CancelScope(shield=True):
-                await self.release()
+            if exc is not None and self.ctx.outage:
+                # The body failed because Redis stopped answering: the lock's TTL frees
+                # it, and the caller's request fails now instead of waiting again.
+                log.debug("lock %s left to expire: Redis is not answering", self.key)
+                self.token = None
+            else:
+                with anyio.CancelScope(shield=True):
+                    await self.release()

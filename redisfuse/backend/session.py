@@ -59,6 +59,8 @@ class Sessions:
         self.last_beat = time.monotonic()
         self.mountpoint = ""
         self.event_loop = ""
+        self.back_ms = 0
+        """When (wall ms) this node's heartbeats got through again after a gap (0: none)."""
 
     def __repr__(self) -> str:
         return f"<Sessions own={self.ctx.session} timeout={self.timeout}s>"
@@ -135,15 +137,39 @@ class Sessions:
     def timeout_ms(self) -> int:
         return int(self.timeout * 1000)
 
+    def back_after_gap(self) -> None:
+        """This node's heartbeats went through again after a gap (see :meth:`dead`)."""
+        self.back_ms = _now_ms()
+        log.debug("heartbeats go through again: other sessions get a grace of their timeout")
+
     async def dead(self, silent_for: float | None = None) -> list[int]:
-        """Sessions whose lease expired, or (``silent_for``) whose last heartbeat is that old."""
+        """Sessions whose lease expired, or (``silent_for``) whose last heartbeat is that old.
+
+        After a gap in this node's own heartbeats (``back_ms``), an expired session
+        counts as dead only once its own timeout has passed since: a Redis that
+        stopped answering (or a network cut off from it) stopped every node's
+        heartbeats, and without the grace the first node to get through would
+        declare all the others dead, failing their open files. A session really
+        dead stays dead and is reclaimed a timeout later.
+        """
         with self.ctx.guard():
             if silent_for is None:
+                now = _now_ms()
                 raw = cast(
                     list[bytes],
-                    await self.ctx.client.zrangebyscore(self.keys.sessions, "-inf", _now_ms()),
+                    await self.ctx.client.zrangebyscore(self.keys.sessions, "-inf", now),
                 )
-                sids = [int(s) for s in raw]
+                sids = [int(s) for s in raw if int(s) != self.ctx.session]
+                if sids and self.back_ms:
+                    pipe = self.ctx.client.pipeline(transaction=False)
+                    for sid in sids:
+                        pipe.hget(self.keys.session(sid), "timeout")
+                    timeouts = await pipe.execute()
+                    sids = [
+                        sid
+                        for sid, timeout in zip(sids, timeouts, strict=True)
+                        if now >= self.back_ms + int(timeout or self.timeout_ms)
+                    ]
             else:
                 sids = [
                     sess.sid

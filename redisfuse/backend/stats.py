@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .connect import retry_stats
+from .connect import reachability_of, retry_stats
 from .counting import redis_tally
 
 if TYPE_CHECKING:
@@ -40,6 +40,8 @@ class Counters:
     events_entry: int = 0
     events_peer: int = 0
     events_resync: int = 0
+    events_stalled: int = 0
+    """Change-event subscriptions found silent (and replaced)."""
     session_renewals: int = 0
     """New sessions started after another node declared this one dead."""
 
@@ -77,6 +79,20 @@ class BackendStats:
     events_entry: int = 0
     events_peer: int = 0
     events_resync: int = 0
+    events_stalled: int = 0
+    """Subscriptions that went silent (no event, no keep-alive answer) and were replaced."""
+    redis_up: bool = True
+    """False while an outage is under way: Redis stopped answering (deadline.py)."""
+    redis_down_seconds: float = 0.0
+    """How long the outage under way has lasted (0 while Redis answers)."""
+    redis_outages: int = 0
+    """Outages so far: runs of failed requests long enough to be reported."""
+    redis_outage_seconds: float = 0.0
+    """Total length of the outages, the one under way included."""
+    redis_timeouts: int = 0
+    """Attempts that got no reply within the read timeout (retried as lost connections)."""
+    redis_gave_up: int = 0
+    """Requests that failed after retrying to their deadline (EIO)."""
     replica_waits: int = 0
     """fsync/close (and, on a cluster, commits) that waited for replicas (``--replicas``)."""
     replica_failures: int = 0
@@ -94,6 +110,8 @@ def snapshot(inodes: Inodes) -> BackendStats:
     block = inodes.data.cache
     meta = ctx.cache
     wait = inodes.replica_wait
+    reach = reachability_of(ctx.client)
+    down = reach.down_for() if reach is not None else 0.0
     return BackendStats(
         volume=ctx.keys.volume,
         session=int(ctx.session),
@@ -122,6 +140,13 @@ def snapshot(inodes: Inodes) -> BackendStats:
         events_entry=counters.events_entry,
         events_peer=counters.events_peer,
         events_resync=counters.events_resync,
+        events_stalled=counters.events_stalled,
+        redis_up=down == 0.0,
+        redis_down_seconds=down,
+        redis_outages=reach.outages if reach is not None else 0,
+        redis_outage_seconds=(reach.outage_seconds if reach is not None else 0.0) + down,
+        redis_timeouts=reach.timeouts if reach is not None else 0,
+        redis_gave_up=reach.gave_up if reach is not None else 0,
         replica_waits=wait.waits if wait is not None else 0,
         replica_failures=wait.failures if wait is not None else 0,
         replica_lost_changes=wait.lost if wait is not None else 0,

@@ -168,7 +168,7 @@ def sentinel_client(options: RedisOptions, common: dict[str, Any]) -> Redis:
     sentinels get none unless ``sentinel_password=`` (and ``sentinel_username=``)
     is in the query, as Sentinel's own ACL is usually separate. Timeouts and
     TLS apply to both. A connection error during a failover is retried like
-    any other (CountingRetry), and each retry asks the sentinels again.
+    any other (deadline.DeadlineRetry), and each retry asks the sentinels again.
     """
     assert options.url is not None
     target = parse_sentinel_url(options.url)

@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import stat
+import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable
@@ -32,7 +33,7 @@ from .cancellation import raise_if_cancelled
 from .capacity import Capacity
 from .cluster import is_cluster, masters_info, memory_info
 from .cluster_replicas import ClusterReplicaWait
-from .connect import RedisOptions, connect, retry_stats
+from .connect import RedisOptions, connect, reachability_of, retry_stats
 from .context import Context, now_ns
 from .data import BlockStore, DirtyFile
 from .events import Event
@@ -69,6 +70,9 @@ RELEASE_BACKLOG = 256
 
 RECLAIM_BATCH = 64
 """Freed inodes whose objects are deleted together, in two round trips."""
+
+HEARTBEAT_SLACK_S = 1.0
+"""Heartbeats further apart than two intervals and this are a gap (see maintain())."""
 
 TRASH_GRACE_MS = 60_000
 """Replaced objects stay this long, so a reader holding an older block map still finds them."""
@@ -213,11 +217,17 @@ class Inodes:
         """Set by open_volume when commits must reach replicas before fsync/close return."""
         self.capacity = Capacity(ctx)
         self._fenced = False
+        self.event_silence = events.DEFAULT_SILENCE_S
+        """A change-event subscription silent this long is replaced (open_volume: the
+        read timeout)."""
         self.reset_listeners: list[Callable[[], None]] = []
         """Called, synchronously and before any request is served again, when the
         volume came back after it vanished from Redis (see :meth:`_resume`): inode
         numbers handed out before may name other files now. The FUSE frontend
         registers here to treat the inodes the kernel holds as stale."""
+        self._beat_ok = time.monotonic()
+        """When this node's heartbeat last went through (maintain: gaps)."""
+        self._beat_interval = 2.0
 
     def __repr__(self) -> str:
         stats = retry_stats(self.ctx.client)
@@ -396,6 +406,7 @@ class Inodes:
                 self._vanish(detail)
                 return
             await self.renew_session()
+        self._heartbeat_went_through()
         await self.capacity.poll()
         await self.sessions.refresh_peers()
         await self.ctx.flush_releases()
@@ -405,6 +416,13 @@ class Inodes:
         if rounds % 10 == 0:
             await self.gc()
 
+    def _heartbeat_went_through(self) -> None:
+        """Note a heartbeat that got through; after a gap, give the others a grace."""
+        now = time.monotonic()
+        if now - self._beat_ok > 2 * self._beat_interval + HEARTBEAT_SLACK_S:
+            self.sessions.back_after_gap()
+        self._beat_ok = now
+
     async def maintain(self, interval: float | None = None) -> None:
         """Run the session's housekeeping until cancelled: heartbeat, reclaim, gc, and
         the watch over Redis' eviction policy and the volume's existence (health.py).
@@ -413,9 +431,17 @@ class Inodes:
         keeps a volume open for long should run it in a task too. Once it runs,
         writes are fenced: a node whose lease expired (say, frozen, or cut off
         from Redis) refuses to write instead of racing the node that reclaimed it.
+
+        It outlives any outage: a round that fails is tried again next round
+        (logged once per outage, which deadline.py reports). After a gap in its
+        own heartbeats (Redis unreachable or silent, or this process stopped),
+        every other session gets a grace of its own timeout before this node
+        counts it dead: they could not heartbeat either (Sessions.dead).
         """
         interval = interval or min(max(self.sessions.timeout / 6, 0.2), 2.0)
         self._fenced = True
+        self._beat_interval = interval
+        self._beat_ok = time.monotonic()
         rounds = 0
         try:
             while True:
@@ -428,7 +454,11 @@ class Inodes:
                     # heartbeat finds out which, and says so.
                     log.debug("housekeeping stopped: %s", exc)
                 except FSError as exc:
-                    log.warning("housekeeping failed (will retry): %s", exc)
+                    reach = reachability_of(self.ctx.client)
+                    if reach is not None and reach.warned:
+                        log.debug("housekeeping failed during the outage (will retry): %s", exc)
+                    else:
+                        log.warning("housekeeping failed (will retry): %s", exc)
                 except Exception:
                     # Housekeeping must outlive any bug in one round: the mount runs it
                     # for its whole life and would end with it.
@@ -495,8 +525,9 @@ class Inodes:
 
         While this iterator runs, attributes and entries are cached here and
         dropped as events arrive; ``Resync`` (first, and after any reconnect)
-        clears the cache. Consumers (the FUSE frontend) use the events to
-        invalidate their own caches too.
+        clears the cache, and ``Stalled`` (the subscription went silent) clears
+        it and turns it off until the next ``Resync``. Consumers (the FUSE
+        frontend) use the events to invalidate their own caches too.
         """
         cache = self.ctx.cache
         counters = self.ctx.counters
@@ -509,6 +540,8 @@ class Inodes:
                     self.keys.events,
                     session,
                     lambda: self.ctx.health.gone is None,
+                    silence=self.event_silence,
+                    address=self.ctx.address,
                 )
                 try:
                     async for event in stream:
@@ -524,22 +557,32 @@ class Inodes:
                         elif isinstance(event, events.PeerJoined):
                             counters.events_peer += 1
                             self.sessions.add_peer(event.sid)
+                        elif isinstance(event, events.Stalled):
+                            counters.events_stalled += 1
+                            cache.clear()
+                            cache.enabled = False
                         else:
                             counters.events_resync += 1
                             cache.clear()
                             if self.ctx.health.gone is None:
                                 cache.enabled = True
-                                # Subscribed (again): make sure every live session knows
-                                # to send us its changes, and that we know whom to send
-                                # ours.
-                                await self.sessions.announce()
-                                await self.sessions.refresh_peers()
+                                await self._rejoin()
                         yield event
                 finally:
                     await stream.aclose()  # type: ignore[attr-defined]
         finally:
             cache.enabled = False
             cache.clear()
+
+    async def _rejoin(self) -> None:
+        """Subscribed (again): make sure every live session knows to send us its changes,
+        and that we know whom to send ours. A failure is left to the heartbeat, which
+        re-reads the live sessions (and others re-read ours) every round."""
+        try:
+            await self.sessions.announce()
+            await self.sessions.refresh_peers()
+        except FSError as exc:
+            log.debug("could not announce this session after subscribing: %s", exc)
 
     # -- attributes and names ------------------------------------------------
 
@@ -836,10 +879,11 @@ class Inodes:
             del self._handles[fh]
             self._drop_local_open(of.ino)
             cached = self.ctx.cache.attr(of.ino)
-            if cached is not None and cached.nlink > 0:
+            if (cached is not None and cached.nlink > 0) or self.ctx.outage:
                 # The file keeps a name (and events would have told us otherwise), so
                 # dropping our hold changes nothing anyone can see: let it ride along
-                # with the next request instead of costing a round trip now.
+                # with the next request instead of costing a round trip now. While
+                # Redis does not answer, every release waits for the next request.
                 pending = self.ctx.pending_releases
                 pending[of.ino] = pending.get(of.ino, 0) + 1
                 if len(pending) >= RELEASE_BACKLOG:
@@ -929,6 +973,7 @@ async def open_volume(
             session_timeout=session_timeout,
         )
         ctx.cache.ttl = metadata_ttl
+        inodes.event_silence = opts.read_timeout
         if opts.replicas > 0:
             barrier = ClusterReplicaWait if is_cluster(client) else ReplicaWait
             inodes.replica_wait = barrier(ctx, opts.replicas, opts.replica_timeout)

@@ -93,9 +93,10 @@ class RedisFuseFileSystem(AsyncFileSystem):
     ``redis_port``, ``redis_db``, ``redis_password``; ``read_only``;
     ``auto_mkdir`` (create missing parent directories on write, as object
     stores appear to; default True); ``session_timeout``,
-    ``redis_retry_deadline``, ``cache_bytes``, ``write_buffer_bytes`` as for a
-    mount. The volume opens on first use and stays open, heartbeat running,
-    until :meth:`close` (or :meth:`aclose`, or exit).
+    ``redis_retry_deadline``, ``redis_read_timeout``, ``cache_bytes``,
+    ``write_buffer_bytes`` as for a mount. The volume opens on first use and
+    stays open, heartbeat running, until :meth:`close` (or :meth:`aclose`, or
+    exit).
     """
 
     protocol = PROTOCOL
@@ -115,6 +116,7 @@ class RedisFuseFileSystem(AsyncFileSystem):
         auto_mkdir: bool = True,
         session_timeout: float = 60.0,
         redis_retry_deadline: float = 30.0,
+        redis_read_timeout: float = 5.0,
         cache_bytes: int = 64 << 20,
         write_buffer_bytes: int = 4 << 20,
         **kwargs: Any,
@@ -129,6 +131,7 @@ class RedisFuseFileSystem(AsyncFileSystem):
             db=int(redis_db),
             password=redis_password,
             retry_deadline=float(redis_retry_deadline),
+            read_timeout=float(redis_read_timeout),
         )
         opener = functools.partial(
             open_volume,

@@ -55,20 +55,35 @@ def _add_redis_arguments(parser: argparse.ArgumentParser, volume_option: bool = 
             "--volume", default="default", help="volume name inside Redis (default: default)"
         )
     redis.add_argument(
+        "--redis-read-timeout",
         "--redis-timeout",
-        type=float,
-        default=10.0,
+        dest="redis_read_timeout",
+        type=_positive,
+        default=5.0,
         metavar="S",
-        help="socket timeout for Redis commands (default 10)",
+        help="a Redis request with no reply for this long is sent again, as after a lost "
+        "connection (default 5; --redis-timeout is its old name)",
     )
     redis.add_argument(
         "--redis-retry-deadline",
         type=float,
         default=30.0,
         metavar="S",
-        help="while Redis is unreachable, operations retry this long, then fail "
-        "with EIO (default 30)",
+        help="while Redis is unreachable or not answering, a request retries this long, "
+        "then fails with EIO: no request waits longer than this plus one read timeout "
+        "(default 30)",
     )
+
+
+def _positive(text: str) -> float:
+    """A number of seconds greater than zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
+    return value
 
 
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
@@ -367,7 +382,7 @@ def _redis_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         db=args.redis_db or 0,
         username=args.redis_user,
         password=_redis_password(args),
-        socket_timeout=args.redis_timeout,
+        read_timeout=args.redis_read_timeout,
         retry_deadline=args.redis_retry_deadline,
         tls_ca=args.redis_tls_ca,
         tls_cert=args.redis_tls_cert,

@@ -135,10 +135,10 @@ class KernelInvalidator:
             elif isinstance(event, InodeChanged):
                 if event.ino in self.known:
                     send.send_nowait(event.ino)
-            elif isinstance(event, Resync):
+            elif isinstance(event, Resync):  # Stalled too: events may be missing
+                # (the backend logs the gap and its end, once each)
                 self.resyncs += 1
-                if self.resyncs > 1:
-                    log.info("change events resumed; dropping %d cached inodes", len(self.known))
+                log.debug("change events resynced; dropping %d cached inodes", len(self.known))
                 for ino in list(self.known):
                     send.send_nowait(ino)
 

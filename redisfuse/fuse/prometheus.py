@@ -34,6 +34,11 @@ COUNTERS = (
     ("redis_round_trips", "redis_round_trips", "Requests sent to Redis (a pipeline counts once)"),
     ("redis_commands", "redis_commands", "Redis commands sent (each command of a pipeline)"),
     ("redis_retries", "redis_retries", "Redis requests resent after a broken connection"),
+    ("redis_timeouts", "redis_timeouts", "Redis requests with no reply within the read timeout"),
+    ("redis_gave_up", "redis_gave_up", "Redis requests that failed at the retry deadline (EIO)"),
+    ("redis_outages", "redis_outages", "Times Redis stopped answering (reported in the log)"),
+    ("redis_outage_seconds", "redis_outage_seconds", "Seconds Redis was not answering"),
+    ("events_stalled", "events_stalled", "Change-event subscriptions replaced after silence"),
     ("block_cache_hits", "block_cache_hits", "Blocks found in the block cache"),
     ("block_cache_misses", "block_cache_misses", "Blocks fetched from Redis"),
     ("block_cache_hit_bytes", "block_cache_hit_bytes", "Bytes of blocks found in the cache"),
@@ -51,6 +56,7 @@ COUNTERS = (
 """(metric name without prefix, BackendStats field, help) of the backend's counters."""
 
 GAUGES = (
+    ("redis_up", "redis_up", "0 while Redis is not answering (an outage under way)"),
     ("session_id", "session", "This mount's session id in the volume"),
     ("session_alive", "session_alive", "1 while this mount's session lease is current"),
     ("peers", "peers", "Other live sessions of the volume"),

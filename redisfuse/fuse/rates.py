@@ -46,6 +46,8 @@ class Totals:
     events: int
     open_handles: int
     dirty_bytes: int
+    redis_down_s: float = 0.0
+    """How long Redis has not been answering (0 while it answers)."""
 
 
 def totals(snapshot: dict[str, Any]) -> Totals:
@@ -71,6 +73,7 @@ def totals(snapshot: dict[str, Any]) -> Totals:
         events=sum(backend[k] for k in ("events_inode", "events_entry", "events_peer")),
         open_handles=backend["open_handles"],
         dirty_bytes=backend["dirty_bytes"],
+        redis_down_s=float(backend.get("redis_down_seconds", 0.0)),
     )
 
 
@@ -91,6 +94,8 @@ class Rates:
     events: float
     open_handles: int
     dirty_mb: float
+    redis_down_s: float = 0.0
+    """As in :class:`Totals`, at the later snapshot."""
 
 
 def _pct(hits: int, misses: int) -> float | None:
@@ -118,6 +123,7 @@ def rates(before: Totals, after: Totals) -> Rates:
         events=(after.events - before.events) / dt,
         open_handles=after.open_handles,
         dirty_mb=after.dirty_bytes / MB,
+        redis_down_s=after.redis_down_s,
     )
 
 
@@ -134,6 +140,7 @@ COLUMNS = (
     ("evt/s", 7),
     ("open", 5),
     ("dirty MB", 8),
+    ("redis", 8),
 )
 """The columns of ``redisfuse stats`` and their widths."""
 
@@ -151,6 +158,11 @@ def _pct_text(value: float | None, width: int) -> str:
     return "-".rjust(width) if value is None else f"{value:.1f}".rjust(width)
 
 
+def redis_state(r: Rates) -> str:
+    """``up``, or ``down:12s`` while Redis is not answering (one word: scripts split rows)."""
+    return f"down:{r.redis_down_s:.0f}s" if r.redis_down_s > 0 else "up"
+
+
 def row(r: Rates) -> str:
     """One line of the table under :func:`header`."""
     cells = (
@@ -166,10 +178,13 @@ def row(r: Rates) -> str:
         r.events,
         r.open_handles,
         r.dirty_mb,
+        None,
     )
     out = []
     for (title, width), value in zip(COLUMNS, cells, strict=True):
-        if title.endswith("%"):
+        if title == "redis":
+            out.append(redis_state(r).rjust(width))
+        elif title.endswith("%"):
             out.append(_pct_text(value, width))
         elif title == "open":
             out.append(str(value).rjust(width))
@@ -191,4 +206,5 @@ def summary(r: Rates) -> str:
         f"block cache {pct(r.block_hit_pct)} hits, metadata cache {pct(r.meta_hit_pct)} hits, "
         f"read {r.read_mbs:.2f} MB/s, write {r.write_mbs:.2f} MB/s, "
         f"{r.events:.1f} events/s, {r.open_handles} open, {r.dirty_mb:.2f} MB dirty"
+        + (f", Redis not answering for {r.redis_down_s:.0f} s" if r.redis_down_s > 0 else "")
     )

@@ -18,7 +18,7 @@ import pytest
 
 from redisfuse.fuse.cli import parse_address
 from redisfuse.fuse.opstats import LATENCY_BUCKETS, OpStats
-from redisfuse.fuse.rates import COLUMNS, Totals, header, rates, row, totals
+from redisfuse.fuse.rates import COLUMNS, Totals, header, rates, row, summary, totals
 
 CLI = [sys.executable, "-c", "from redisfuse.fuse.cli import main; raise SystemExit(main())"]
 
@@ -101,6 +101,17 @@ def test_rates_between_two_snapshots() -> None:
     cells = row(r).split()
     assert len(cells) == len(COLUMNS) and len(row(r)) == len(header())
     assert cells[:3] == ["100", "2.00", "2.00"]
+
+
+def test_a_redis_outage_shows_in_the_row_and_the_summary() -> None:
+    before = totals(_snapshot(10.0, 100, 0.1, {}))
+    down = _snapshot(12.0, 100, 0.1, {})
+    down["backend"]["redis_down_seconds"] = 12.4
+    r = rates(before, totals(down))
+    assert row(r).split()[-1] == "down:12s"
+    assert summary(r).endswith(", Redis not answering for 12 s")
+    up = rates(before, totals(_snapshot(12.0, 100, 0.1, {})))
+    assert row(up).split()[-1] == "up" and "not answering" not in summary(up)
 
 
 def test_metrics_address() -> None:

@@ -113,6 +113,8 @@ def test_scrape_counts_known_operations(metered: Mount, work: Path) -> None:
     assert value(after, trips) - value(before, trips) >= files  # a create is one round trip
     assert value(after, "redisfuse_session_alive") == 1
     assert value(after, "redisfuse_session_id") > 0
+    assert value(after, "redisfuse_redis_up") == 1
+    assert value(after, "redisfuse_redis_outages_total") == 0
     assert value(after, "process_resident_memory_bytes") > 0
 
 
