@@ -11,16 +11,19 @@ from __future__ import annotations
 import importlib.util
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
 from ..errors import BackendUnavailable
 from .cluster import is_cluster, is_cluster_url, make_cluster_client, set_deadline_retry
 from .counting import CountingRedis
 from .deadline import DeadlineRetry, Reachability, RetryStats
+from .lane import Lanes
 from .redis_errors import redis_error
 from .transport import SENTINEL_SCHEMES, redact, scheme_of, sentinel_client, tls_kwargs
 
@@ -139,10 +142,41 @@ def make_client(options: RedisOptions, retries: int = MAX_ATTEMPTS) -> Redis:
         return make_cluster_client(
             options.url, retry, options.retry_deadline, {**common, **given, **tls}
         )
+    client: CountingRedis
     if options.url:
-        return CountingRedis.from_url(options.url, **auth, **common, **tls)
-    return CountingRedis(
-        host=options.host, port=options.port, db=options.db, ssl=bool(tls), **auth, **common, **tls
+        client = cast(CountingRedis, CountingRedis.from_url(options.url, **auth, **common, **tls))
+    else:
+        client = CountingRedis(
+            host=options.host,
+            port=options.port,
+            db=options.db,
+            ssl=bool(tls),
+            **auth,
+            **common,
+            **tls,
+        )
+    if retries == MAX_ATTEMPTS:  # (not the first PING's client)
+        client.lanes = lanes_for(client, options, retry)
+    return client
+
+
+def lanes_for(client: CountingRedis, options: RedisOptions, retry: DeadlineRetry) -> Lanes:
+    """The lean path of a single server's client (lane.py), on connections made as the
+    client's pool makes them, but tried once each: the lanes do their own retrying."""
+    pool = client.connection_pool
+
+    def connection() -> AbstractConnection:
+        kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+        connection: AbstractConnection = pool.connection_class(**kwargs)
+        return connection
+
+    return Lanes(
+        connection,
+        read_timeout=options.read_timeout,
+        deadline=options.retry_deadline,
+        reach=retry.reach,
+        on_retry=retry.stats.note,
+        backoff_base=options.retry_base,
     )
 
 

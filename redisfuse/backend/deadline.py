@@ -84,6 +84,12 @@ class RetryStats:
     def __repr__(self) -> str:
         return f"<RetryStats {self.total} {dict(self.causes)}>"
 
+    def note(self, error: Exception) -> None:
+        """A request is sent again after ``error``."""
+        self.total += 1
+        self.causes[type(error).__name__] += 1
+        log.debug("Redis command retried after %s: %s", type(error).__name__, error)
+
 
 class Reachability:
     """Whether Redis answers, as the requests of one client see it; logs each outage once.
@@ -255,9 +261,7 @@ class DeadlineRetry(Retry):
             )
             failures += 1
             if retryable:
-                self.stats.total += 1
-                self.stats.causes[type(error).__name__] += 1
-                log.debug("Redis command retried after %s: %s", type(error).__name__, error)
+                self.stats.note(error)
                 reach.failed(error)
             await (fail(error, failures) if with_failure_count else fail(error))
             now = time.monotonic()

@@ -90,12 +90,18 @@ async def test_filling_redis_gives_enospc_and_keeps_what_was_committed(small_red
             assert st.bytes_total == MAXMEMORY
             assert st.bytes_free < MAXMEMORY // 10
 
-            # So does deleting, and it makes room: the same amount fits again.
+            # So does deleting, and it makes room: as much fits again, give or take
+            # one write (a few KiB of client buffers decide whether the last MiB
+            # fits; the lean path's connections hold some, see lane.py).
             await vol.remove("/big")
             await vol.inodes.gc(grace_ms=0)
-            await vol.write_file("/again", written[:acknowledged])
-            assert await vol.read_file("/again") == written[:acknowledged]
-            assert (await vol.statfs()).bytes_free > 0
+            again, refilled = await _fill(vol, "/again")
+            assert refilled >= acknowledged - MIB
+            assert await vol.read_file("/again") == again[:refilled]
+            await _assert_map_complete(raw, name)
+            await vol.remove("/again")
+            await vol.inodes.gc(grace_ms=0)
+            assert (await vol.statfs()).bytes_free > MAXMEMORY // 2
         report = await fsck(raw, name)
         assert report.ok, str(report)
     finally:
