@@ -6,6 +6,7 @@ Context so that they can be composed by volume.py and tested alone.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import time
@@ -42,27 +43,55 @@ def now_ns() -> int:
 
 
 class QuickLock:
-    """An anyio lock that costs no event-loop turn when it is free.
+    """A FIFO lock that costs no event-loop turn and no task lookup when it is free.
 
-    ``anyio.Lock`` checkpoints (yields to the loop) on every acquire; beneath
-    trio-asyncio a loop turn is expensive, and the write path takes a lock on
-    every request. Fairness and cancellation are anyio's when it must wait.
+    ``anyio.Lock`` checkpoints (yields to the loop) on every acquire, and looks up
+    the current task when it is made, taken and released (through sniffio and
+    ``asyncio.current_task``, which on Python 3.11 is a ``getpid`` system call
+    each time): 5 % of a mount's CPU creating small files, where every open file
+    has a lock taken by each write and flush. This one is a flag while nobody
+    waits; a waiter waits on an ``anyio.Event``, so cancellation is anyio's, and
+    the lock is handed to the first waiter in turn.
     """
 
+    __slots__ = ("_held", "_waiters")
+
     def __init__(self) -> None:
-        self._lock = anyio.Lock()
+        self._held = False
+        self._waiters: collections.deque[anyio.Event] | None = None
 
     def locked(self) -> bool:
-        return self._lock.locked()
+        return self._held
 
     async def __aenter__(self) -> None:
+        if self._held or self._waiters:
+            await self._wait()
+        else:
+            self._held = True
+
+    async def _wait(self) -> None:
+        if self._waiters is None:
+            self._waiters = collections.deque()
+        turn = anyio.Event()
+        self._waiters.append(turn)
         try:
-            self._lock.acquire_nowait()
-        except anyio.WouldBlock:
-            await self._lock.acquire()
+            await turn.wait()
+        except BaseException:
+            if turn.is_set():  # handed the lock, then cancelled: hand it on
+                self._release()
+            else:
+                self._waiters.remove(turn)
+            raise
 
     async def __aexit__(self, *exc: object) -> None:
-        self._lock.release()
+        self._release()
+
+    def _release(self) -> None:
+        waiters = self._waiters
+        if waiters:
+            waiters.popleft().set()  # the lock passes to it, held all along
+        else:
+            self._held = False
 
 
 class IdAllocator:

@@ -12,9 +12,11 @@ A :class:`Lane` keeps one of redis-py's own connections (so connecting, TLS,
 AUTH, SELECT and the reply parser are redis-py's) and drives it itself:
 
 - A request is a list of commands (one command, or a pipeline). Requests made
-  in one turn of the event loop leave in one write, and their replies are
-  matched to them in order by one reader task; concurrent FUSE requests thus
-  share round trips without any pool.
+  in one turn of the event loop leave together at its end, in one write. Replies are
+  parsed as they arrive, by the transport's protocol (no reader task, no
+  stream buffer), and handed to the requests in order; concurrent FUSE
+  requests thus share round trips without any pool, and a reply wakes only
+  the task that waits for it.
 - No timer per request: one watchdog runs while requests are outstanding. If
   no reply came for ``read_timeout`` the connection is taken for lost, as when
   it breaks or is refused: it is replaced and every unanswered request is sent
@@ -48,9 +50,6 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError, DataError, TimeoutError
 
 log = logging.getLogger(__name__)
-
-READ_SIZE = 256 * 1024
-"""Bytes read from the socket at once (one read often holds many replies)."""
 
 
 class Reach(Protocol):
@@ -108,7 +107,8 @@ class Lane:
         self._conn: Any = None
         """The redis-py connection in use (typed loosely: redis-py's methods are untyped)."""
         self._transport: asyncio.WriteTransport | None = None
-        self._reader_task: asyncio.Task[None] | None = None
+        self._replies: _Replies | None = None
+        """The protocol now receiving the connection's bytes."""
         self._connecting: asyncio.Task[None] | None = None
         self._flush_soon = False
         self._watchdog: asyncio.TimerHandle | None = None
@@ -218,54 +218,46 @@ class Lane:
             self._connecting = None
 
     def _attach(self, conn: Any) -> None:
-        reader = conn._reader
+        """Take over ``conn``'s transport: its bytes come to :class:`_Replies` from now on."""
         writer = conn._writer
-        assert reader is not None and writer is not None and self._loop is not None
-        self._conn = conn
-        self._transport = writer.transport
-        parse_error = conn._parser.parse_error
-        self._reader_task = self._loop.create_task(self._read(conn, reader, parse_error))
+        assert writer is not None
+        transport = writer.transport
+        parser = hiredis.Reader(replyError=conn._parser.parse_error)
+        left = bytes(getattr(conn._reader, "_buffer", b""))  # nothing, after the handshake
+        replies = _Replies(self, parser)
+        transport.set_protocol(replies)
+        self._conn, self._transport, self._replies = conn, transport, replies
+        if left:
+            replies.data_received(left)
 
-    async def _read(
-        self,
-        conn: Any,
-        stream: asyncio.StreamReader,
-        parse_error: Callable[[str], Exception],
-    ) -> None:
-        """Hand each reply to the oldest request waiting on this connection."""
-        parser = hiredis.Reader(replyError=parse_error)
+    def _received(self, replies: _Replies) -> None:
+        """Bytes arrived: hand each complete reply to the oldest request waiting for one."""
+        self._progress = time.monotonic()
+        if self._troubled:
+            self._troubled = False
+            self.reach.answered()
+        parser = replies.parser
         inflight = self._inflight
         try:
-            while True:
-                data = await stream.read(READ_SIZE)
-                if not data:
-                    raise ConnectionError("Connection closed by server.")
-                parser.feed(data)
-                self._progress = time.monotonic()
-                if self._troubled:
-                    self._troubled = False
-                    self.reach.answered()
-                while (reply := parser.gets()) is not False:
-                    if not inflight:
-                        raise ConnectionError("a reply nobody asked for")
-                    request = inflight[0]
-                    request.replies.append(reply)
-                    if len(request.replies) == request.expect:
-                        inflight.popleft()
-                        if not request.future.done():
-                            request.future.set_result(request.replies)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # lost: broken, closed, refused, or garbled
-            if self._conn is conn:
-                self._lost(exc)
+            while (reply := parser.gets()) is not False:
+                if not inflight:
+                    raise ConnectionError("a reply nobody asked for")
+                request = inflight[0]
+                request.replies.append(reply)
+                if len(request.replies) == request.expect:
+                    inflight.popleft()
+                    if not request.future.done():
+                        request.future.set_result(request.replies)
+        except Exception as exc:  # garbled: the connection cannot be trusted any more
+            self._lost_from(replies, exc)
+
+    def _lost_from(self, replies: _Replies, error: Exception) -> None:
+        if replies is self._replies:
+            self._lost(error)
 
     def _lost(self, error: Exception) -> None:
         """The connection is gone (or silent): send what it left unanswered again."""
-        conn, self._conn, self._transport = self._conn, None, None
-        task, self._reader_task = self._reader_task, None
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
+        conn, self._conn, self._transport, self._replies = self._conn, None, None, None
         if conn is not None:
             conn._close()
         if not self._inflight and not self._queued:
@@ -322,20 +314,38 @@ class Lane:
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
-        for task in (self._connecting, self._reader_task):
-            if task is not None:
-                task.cancel()
+        if self._connecting is not None:
+            self._connecting.cancel()
         for request in (*self._inflight, *self._queued):
             if not request.future.done():
                 request.future.set_exception(ConnectionError(f"{self.name}: closed"))
         self._inflight.clear()
         self._queued.clear()
-        conn, self._conn, self._transport = self._conn, None, None
+        conn, self._conn, self._transport, self._replies = self._conn, None, None, None
+        connecting = self._connecting
         if conn is not None:
             await conn.disconnect(nowait=True)
-        for task in (self._connecting, self._reader_task):
-            if task is not None:
-                await asyncio.gather(task, return_exceptions=True)
+        if connecting is not None:
+            await asyncio.gather(connecting, return_exceptions=True)
+
+
+class _Replies(asyncio.Protocol):
+    """The protocol of a lane's connection: parses what arrives, tells the lane."""
+
+    def __init__(self, lane: Lane, parser: hiredis.Reader) -> None:
+        self.lane = lane
+        self.parser = parser
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed(data)
+        self.lane._received(self)
+
+    def eof_received(self) -> bool:
+        self.lane._lost_from(self, ConnectionError("Connection closed by server."))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lane._lost_from(self, exc or ConnectionError("Connection closed."))
 
 
 def pack(command: Sequence[Any]) -> bytes:

@@ -385,6 +385,13 @@ class Namespace:
             if len(res) > 3:  # the no-op rename of two names of one inode returns less
                 self.ctx.cache.put_attr(attr_from_pairs(parent, res[2]), ticket)
                 self.ctx.cache.put_attr(attr_from_pairs(newparent, res[3]), ticket)
+            if len(res) > 4:  # (a reply recorded before the moved inodes were returned lacks them)
+                # The moved inode's new name and ctime: the kernel asks for its attributes
+                # right after a rename, and an unlink or stat of the new name follows often.
+                cache = self.ctx.cache
+                cache.put_entry(newparent, newname, attr_from_pairs(src, res[4]), ticket)
+                if flags & RENAME_EXCHANGE and len(res) > 5:
+                    cache.put_entry(parent, name, attr_from_pairs(dst, res[5]), ticket)
             return int(res[1])
         raise FSError(errno.EAGAIN, f"{name!r} kept changing; gave up")
 

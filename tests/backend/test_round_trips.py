@@ -20,6 +20,7 @@ from collections import Counter
 from redis.asyncio import Redis
 
 from redisfuse.backend import Volume
+from redisfuse.backend.counting import redis_tally
 from redisfuse.backend.model import BLOCK_SIZE
 from redisfuse.backend.namespace import LISTING_ON_MISS
 from redisfuse.backend.reader import MAP_WINDOW_BLOCKS, READ_AHEAD_BLOCKS
@@ -162,3 +163,28 @@ async def test_a_directory_this_node_fills_stays_known_however_long_it_takes(
             await asyncio.sleep(0.02)  # 0.8 s in all: four lifetimes of the cache
         delta = await calls(raw) - before
         assert delta["evalsha"] == 40  # the creates, and nothing else
+
+
+async def test_what_a_rename_moved_is_known_without_asking(vol: Volume, raw: Redis) -> None:
+    """The kernel asks for a renamed file's attributes right after the rename (its
+    ctime changed), and `mv` then `rm` or `stat` of the new name is common: the
+    rename's reply brings the moved inode and its new name, so none of that asks
+    Redis, for a plain rename and for an exchange."""
+    async with caching(vol):
+        root = (await vol.stat("/")).ino
+        a = (await vol.write_file("/a", b"a"), await vol.stat("/a"))[1]
+        b = await vol.mkdir("/b")
+        await vol.inodes.rename(root, b"a", root, b"a2")
+        await vol.inodes.rename(root, b"a2", root, b"b", 2)  # RENAME_EXCHANGE
+        before = await calls(raw)
+        moved = await vol.inodes.getattr(a.ino)
+        assert (await vol.inodes.lookup(root, b"b")).ino == a.ino
+        assert (await vol.inodes.lookup(root, b"a2")).ino == b.ino
+        assert moved.ctime_ns >= a.ctime_ns and moved.size == 1
+        delta = await calls(raw) - before
+        del delta["info"]  # calls() itself
+        assert not delta, delta
+        tally = redis_tally(vol.inodes.ctx.client)
+        trips = tally.round_trips
+        await vol.inodes.unlink(root, b"b")
+        assert tally.round_trips - trips == 1  # the unlink script, nothing to resolve first

@@ -193,7 +193,11 @@ def test_a_frozen_redis_under_a_writer_and_a_reader(aof: AofRedis, tmp_path: Pat
     assert stats.returncode == 0, stats.stderr
     assert stats.stdout.splitlines()[-1].split()[-1].startswith("down:"), stats.stdout
     report = _cli("fsck", "--redis-url", aof.url, "--volume", volume)
-    assert report.returncode == 0, report.stdout + report.stderr
+    findings = [line for line in report.stdout.splitlines()[1:] if line != "volume is consistent"]
+    # A write that failed at the deadline may have stored blocks that its late
+    # commit then did not use (README): unreferenced, gc's to delete; nothing else.
+    assert all(" leaked objects: " in line for line in findings), report.stdout + report.stderr
+    assert report.returncode == (1 if findings else 0), report.stdout + report.stderr
     worst = max(took for w in workers for _, took, _ in w.failures)
     print(  # noqa: T201
         f"first EIO {first_eio:.2f} s after the freeze, slowest failed syscall {worst:.2f} s "

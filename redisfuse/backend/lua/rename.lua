@@ -9,7 +9,7 @@
 -- 2 EXCHANGE)  ARGV[6] now (ns)  ARGV[7] now (ms)  ARGV[8] SP ino  ARGV[9] DP ino
 -- ARGV[10] n1 = length of chain 1, then its inos, then n2, then chain 2's inos
 -- Returns {0, fate of the replaced inode (see unlink.lua), {SP attributes}, {DP
--- attributes}}, {errno}, or {-1}
+-- attributes}, {SRC attributes}[, {DST attributes} (exchange)]}, {errno}, or {-1}
 -- when an expected ino or an ancestor link no longer holds.
 local err = check_dir(KEYS[2]) or check_dir(KEYS[4])
 if err then return {err} end
@@ -116,4 +116,7 @@ end
 touch(KEYS[5], now, false)
 touch(KEYS[2], now, true)
 if sp ~= dp then touch(KEYS[4], now, true) end
-return {0, fate, redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[4])}
+local result = {0, fate, redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[4]),
+                redis.call('HGETALL', KEYS[5])}
+if exchange then result[6] = redis.call('HGETALL', KEYS[6]) end
+return result
