@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from .aof_redis import AofRedis
 from .cluster_redis import RedisClusterInfo, start_cluster
 
 #: The port a system-wide redis (e.g. Debian's redis-server package) may own.
@@ -208,6 +209,18 @@ def redis_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_RedisFa
     users...); all are stopped when the test ends."""
     with _RedisFactory(tmp_path_factory) as factory:
         yield factory
+
+
+@pytest.fixture
+def aof(tmp_path: Path) -> Iterator[AofRedis]:
+    """A redis-server of the test's own (AofRedis: killable, freezable, restartable);
+    thawed and stopped at the end whatever happened."""
+    server = AofRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -15,8 +15,7 @@ import asyncio
 import errno
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 import pytest
@@ -45,22 +44,11 @@ def options(url: str, **more: Any) -> RedisOptions:
     )
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[AofRedis]:
-    """A redis-server of this test's own, thawed and stopped at the end whatever happened."""
-    redis = AofRedis(tmp_path)
-    redis.start()
-    try:
-        yield redis
-    finally:
-        redis.stop()
-
-
 @pytest_asyncio.fixture
-async def checked(server: AofRedis, volume_name: str) -> AsyncIterator[str]:
+async def checked(aof: AofRedis, volume_name: str) -> AsyncIterator[str]:
     """The test's volume name; fsck must find the volume consistent afterwards."""
     yield volume_name
-    client = make_client(RedisOptions(url=server.url))
+    client = make_client(RedisOptions(url=aof.url))
     try:
         report = await fsck(client, volume_name)
     finally:
@@ -124,13 +112,13 @@ class Listener:
 
 
 async def test_a_frozen_redis_fails_each_request_at_the_deadline_and_says_so_once(
-    server: AofRedis, checked: str, caplog: pytest.LogCaptureFixture
+    aof: AofRedis, checked: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="redisfuse")
-    async with open_volume(volume=checked, options=options(server.url)) as vol:
+    async with open_volume(volume=checked, options=options(aof.url)) as vol:
         await vol.write_file("/kept", b"acknowledged before the freeze")
         async with Listener(vol) as listener:
-            server.freeze()
+            aof.freeze()
             first = await asyncio.gather(
                 timed(vol.write_file("/new", b"x")),
                 timed(vol.stat("/kept")),
@@ -139,7 +127,7 @@ async def test_a_frozen_redis_fails_each_request_at_the_deadline_and_says_so_onc
             later = await timed(vol.mkdir("/d"))  # the outage is known: one attempt
             stats = vol.inodes.stats()
             await listener.wait_for(lambda: listener.count(Stalled) == 1)
-            server.thaw()
+            aof.thaw()
             assert await vol.read_file("/kept") == b"acknowledged before the freeze"
             await listener.wait_for(lambda: listener.count(Resync) == 2)
             after = vol.inodes.stats()
@@ -160,11 +148,11 @@ async def test_a_frozen_redis_fails_each_request_at_the_deadline_and_says_so_onc
 
 
 async def test_creates_queued_behind_an_id_reservation_fail_with_it(
-    server: AofRedis, checked: str
+    aof: AofRedis, checked: str
 ) -> None:
     """Three creates need new inode ids; the first reserves a range (INCRBY) and the
     others wait for it. When it fails, they fail with it instead of each trying again."""
-    async with open_volume(volume=checked, options=options(server.url)) as vol:
+    async with open_volume(volume=checked, options=options(aof.url)) as vol:
         ids = vol.inodes.ctx.inode_ids
         ids._next = ids._end  # the range is used up: the next id costs an INCRBY
         ended: list[tuple[float, int | None]] = []
@@ -175,11 +163,11 @@ async def test_creates_queued_behind_an_id_reservation_fail_with_it(
             except FSError as exc:
                 ended.append((time.monotonic(), exc.errno))
 
-        server.freeze()
+        aof.freeze()
         try:
             await asyncio.wait_for(asyncio.gather(*(mkdir(i) for i in range(3))), 30)
         finally:
-            server.thaw()
+            aof.thaw()
         assert [e for _, e in ended] == [errno.EIO] * 3
         spread = max(t for t, _ in ended) - min(t for t, _ in ended)
         assert spread < READ_TIMEOUT_S / 2, f"the last failed {spread:.2f} s after the first"
@@ -188,22 +176,22 @@ async def test_creates_queued_behind_an_id_reservation_fail_with_it(
 
 @pytest.mark.parametrize("fault", ["refused", "reset"])
 async def test_a_refused_or_reset_connection_fails_at_the_deadline(
-    server: AofRedis, volume_name: str, fault: str, caplog: pytest.LogCaptureFixture
+    aof: AofRedis, volume_name: str, fault: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="redisfuse")
-    with FaultProxy("127.0.0.1", server.port) as proxy:
-        url = proxy.url if fault == "reset" else server.url
+    with FaultProxy("127.0.0.1", aof.port) as proxy:
+        url = proxy.url if fault == "reset" else aof.url
         async with open_volume(volume=volume_name, options=options(url)) as vol:
             await vol.write_file("/kept", b"k")
             if fault == "refused":
-                server.kill()
+                aof.kill()
             else:
                 proxy.faults = Faults(cut=1.0)  # every request: connection closed
             result, took = await timed(vol.stat("/kept"))
             assert isinstance(result, FSError) and result.errno == errno.EIO, result
             assert DEADLINE_S - 0.1 <= took <= DEADLINE_S + SLACK_S
             if fault == "refused":
-                server.start()
+                aof.start()
             else:
                 proxy.faults = Faults()
             assert (await vol.stat("/kept")).size == 1
@@ -213,7 +201,7 @@ async def test_a_refused_or_reset_connection_fails_at_the_deadline(
 
 
 async def test_housekeeping_and_fencing_across_a_freeze_longer_than_the_session_timeout(
-    server: AofRedis, checked: str, caplog: pytest.LogCaptureFixture
+    aof: AofRedis, checked: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Both nodes' leases run out while Redis is frozen. Meanwhile a write is refused at
     once (the lease is gone); afterwards neither node declares the other dead for
@@ -222,8 +210,8 @@ async def test_housekeeping_and_fencing_across_a_freeze_longer_than_the_session_
     timeout = 1.0
     keys = Keys(checked)
     async with (
-        open_volume(volume=checked, options=options(server.url), session_timeout=timeout) as a,
-        open_volume(volume=checked, options=options(server.url), session_timeout=2.0) as b,
+        open_volume(volume=checked, options=options(aof.url), session_timeout=timeout) as a,
+        open_volume(volume=checked, options=options(aof.url), session_timeout=2.0) as b,
     ):
         # b heartbeats once a second, so a is back first and finds b's lease expired.
         tasks = [
@@ -234,18 +222,18 @@ async def test_housekeeping_and_fencing_across_a_freeze_longer_than_the_session_
             f = await b.open("/held", "wb")
             await f.write(b"before")
             await f.flush()
-            raw = make_client(RedisOptions(url=server.url))
+            raw = make_client(RedisOptions(url=aof.url))
             now_ms = int(time.time() * 1000)
             await raw.zadd(keys.sessions, {"999999": now_ms - 1})  # died long ago
             await raw.hset(keys.session(999999), "timeout", 1000)
             await raw.aclose()
             sessions = (a.inodes.ctx.session, b.inodes.ctx.session)
-            server.freeze()
+            aof.freeze()
             try:
                 await asyncio.sleep(2.0 + DEADLINE_S + READ_TIMEOUT_S)
                 result, took = await timed(a.inodes.mkdir(ROOT_INO, b"during", 0o755, 0, 0))
             finally:
-                server.thaw()
+                aof.thaw()
             assert isinstance(result, FSError) and result.errno == errno.EIO, result
             assert "lease expired" in str(result) and took < 0.1, (result, took)
             deadline = time.monotonic() + 10

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -30,17 +28,6 @@ SLOW_SCRIPT = (
     "local n = redis.call('TIME') until n[1] * 1e6 + n[2] > s + 100000; return 'slow'"
 )
 """A script that keeps Redis busy for 0.1 s."""
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[AofRedis]:
-    """A redis-server of this test's own, thawed and stopped at the end whatever happened."""
-    redis = AofRedis(tmp_path)
-    redis.start()
-    try:
-        yield redis
-    finally:
-        redis.stop()
 
 
 def client_for(url: str, **options: float) -> CountingRedis:
@@ -148,39 +135,39 @@ async def test_a_request_whose_reply_was_lost_is_sent_again(  # type: ignore[no-
 
 
 async def test_a_silent_server_fails_a_request_by_its_deadline_plus_a_read_timeout(
-    server: AofRedis, caplog: pytest.LogCaptureFixture
+    aof: AofRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="redisfuse")
-    client = client_for(server.url, read_timeout=0.5, retry_deadline=1.0)
+    client = client_for(aof.url, read_timeout=0.5, retry_deadline=1.0)
     try:
         await client.set("k", b"v")
-        server.freeze()
+        aof.freeze()
         started = time.monotonic()
         with pytest.raises((TimeoutError, ConnectionError)):
             await client.get("k")
         waited = time.monotonic() - started
         assert 1.0 <= waited < 1.0 + 0.5 + 1.0, f"failed after {waited:.2f} s"
-        server.thaw()
+        aof.thaw()
         assert await client.get("k") == b"v"
     finally:
-        server.thaw()
+        aof.thaw()
         await client.aclose()
     lines = [r.getMessage() for r in caplog.records if "answering" in r.getMessage()]
     assert len(lines) == 2, lines  # one "not answering", one "answering again"
 
 
 async def test_a_refused_connection_fails_requests_by_the_deadline_and_recovers(
-    server: AofRedis,
+    aof: AofRedis,
 ) -> None:
-    client = client_for(server.url, read_timeout=0.5, retry_deadline=1.0)
+    client = client_for(aof.url, read_timeout=0.5, retry_deadline=1.0)
     try:
         await client.set("k", b"v")
-        server.kill()
+        aof.kill()
         started = time.monotonic()
         with pytest.raises((ConnectionError, TimeoutError)):
             await client.get("k")
         assert time.monotonic() - started < 1.0 + 0.5 + 1.0
-        server.start()
+        aof.start()
         assert await client.get("k") == b"v"  # the append-only file kept it
     finally:
         await client.aclose()

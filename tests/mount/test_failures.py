@@ -16,23 +16,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ..aof_redis import AofRedis
 from .mounting import Mount, start_mount, stop_mount, wait_for
-
-
-@pytest.fixture
-def aof(tmp_path: Path) -> Iterator[AofRedis]:
-    server = AofRedis(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

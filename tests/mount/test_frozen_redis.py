@@ -21,11 +21,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pytest
 
 from ..aof_redis import AofRedis
 from ..faultproxy import FaultProxy
@@ -36,16 +34,6 @@ READ_TIMEOUT_S = 1.0
 SLACK_S = 1.5
 BOUND_S = DEADLINE_S + READ_TIMEOUT_S + SLACK_S
 """The longest a syscall may wait while Redis does not answer."""
-
-
-@pytest.fixture
-def aof(tmp_path: Path) -> Iterator[AofRedis]:
-    server = AofRedis(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()  # thaws it first
 
 
 def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

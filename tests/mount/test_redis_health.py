@@ -17,8 +17,6 @@ import contextlib
 import errno
 import os
 import secrets
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,8 +24,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from .mounting import Mount, event_loop_args, start_mount, stop_mount, wait_for
-from .test_remount import CLI_TIMEOUT_S, EXIT_FORMAT, EXIT_REDIS, assert_refused, cli
+from .mounting import Mount, start_mount, stop_mount, wait_for
+from .test_remount import EXIT_FORMAT, EXIT_REDIS, assert_refused, cli, mount_via
 
 
 def errno_of(action: Callable[[], object]) -> int:
@@ -52,17 +50,7 @@ def test_a_mount_refuses_an_evicting_redis_in_one_line(  # type: ignore[no-untyp
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     args = [mnt, "--redis-url", server.url, "--volume", "fresh"]
-    if entry == "console-script":
-        done = cli("mount", *args)
-    else:
-        done = subprocess.run(
-            [sys.executable, "-m", "redisfuse.fuse", *map(str, args), *event_loop_args()],
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            timeout=CLI_TIMEOUT_S,
-            check=False,
-        )
+    done = mount_via(entry, *args)
     assert_refused(
         done,
         EXIT_REDIS,

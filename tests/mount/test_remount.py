@@ -145,6 +145,21 @@ def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def mount_via(entry: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """``redisfuse mount ARGS`` (entry "console-script") or ``python -m redisfuse.fuse
+    ARGS`` (entry "python-m"), on the event loop under test."""
+    if entry == "console-script":
+        return cli("mount", *args)
+    return subprocess.run(
+        [sys.executable, "-m", "redisfuse.fuse", *map(str, args), *event_loop_args()],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=CLI_TIMEOUT_S,
+        check=False,
+    )
+
+
 def assert_refused(done: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
     """Exit ``code`` with exactly one line on stderr that names ``needles``, no traceback."""
     lines = [line for line in done.stderr.splitlines() if line.strip()]
@@ -167,17 +182,7 @@ def _free_port() -> int:
 def test_cli_missing_mountpoint(redis_server, tmp_path: Path, entry: str) -> None:  # type: ignore[no-untyped-def]
     missing = tmp_path / "nope"
     args = [missing, "--redis-url", redis_server.url]
-    if entry == "console-script":
-        done = cli("mount", *args)
-    else:
-        done = subprocess.run(
-            [sys.executable, "-m", "redisfuse.fuse", *map(str, args), *event_loop_args()],
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            timeout=CLI_TIMEOUT_S,
-            check=False,
-        )
+    done = mount_via(entry, *args)
     assert_refused(done, EXIT_MOUNTPOINT, str(missing), "does not exist")
     assert not missing.exists()
 

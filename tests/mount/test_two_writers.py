@@ -120,17 +120,22 @@ def _rounds(pair: tuple[Mount, Mount], other: Callable[[Path], object]) -> None:
         assert_agree(pair, name, round_)
 
 
+def extend_at_once(pair: tuple[Mount, Mount], round_: int) -> None:
+    """A new file: A writes [0, H) and B writes [H, 2H) at once; both must read it whole."""
+    a, b = pair
+    name = _fresh(pair)
+    first, second = os.urandom(HALF), os.urandom(HALF)
+    race(
+        partial(pwrite_closed, a.path / name, 0, first),
+        partial(pwrite_closed, b.path / name, HALF, second),
+    )
+    assert assert_agree(pair, name, round_) == first + second
+
+
 def test_concurrent_extends_from_two_mounts_agree(pair: tuple[Mount, Mount]) -> None:
     """Issue 21's case: A writes [0, H), B writes [H, 2H) of one file at once."""
-    a, b = pair
     for round_ in range(ROUNDS):
-        name = _fresh(pair)
-        first, second = os.urandom(HALF), os.urandom(HALF)
-        race(
-            partial(pwrite_closed, a.path / name, 0, first),
-            partial(pwrite_closed, b.path / name, HALF, second),
-        )
-        assert assert_agree(pair, name, round_) == first + second
+        extend_at_once(pair, round_)
 
 
 def test_writes_inside_one_new_block_from_two_mounts_agree(pair: tuple[Mount, Mount]) -> None:
@@ -194,11 +199,4 @@ def test_disjoint_writes_agree_on_fresh_mounts(redis_server, tmp_path_factory) -
     """The first writes of freshly started mounts (caches empty, sessions new)."""
     for round_ in range(FRESH_PAIRS):
         with mount_pair(redis_server.url, tmp_path_factory.mktemp("fresh")) as pair:
-            a, b = pair
-            name = _fresh(pair)
-            first, second = os.urandom(HALF), os.urandom(HALF)
-            race(
-                partial(pwrite_closed, a.path / name, 0, first),
-                partial(pwrite_closed, b.path / name, HALF, second),
-            )
-            assert assert_agree(pair, name, round_) == first + second
+            extend_at_once(pair, round_)
