@@ -118,13 +118,10 @@ class MetaCache:
         taken before the first call) allowed to fill them with the change's reply,
         unless something else dropped them since."""
         for ino in inodes:
-            self._dropped(ino, ticket if self._may_fill(ino, ticket) else 0)
-            self._maps.pop(ino, None)
-            self._attrs.pop(ino, None)
-        for entry in entries:
-            self.changes += 1
-            self._dropped(entry, ticket if self._may_fill(entry, ticket) else 0)
-            self._entries.pop(entry, None)
+            self.drop_attr(ino, ticket if self._may_fill(ino, ticket) else 0)
+        for parent, name in entries:
+            exempt = ticket if self._may_fill((parent, name), ticket) else 0
+            self.drop_entry(parent, name, exempt)
 
     # -- reads -------------------------------------------------------------------
 
@@ -305,16 +302,17 @@ class MetaCache:
             entries.clear()
         entries.update(enumerate(values, start=first))
 
-    def drop_attr(self, ino: int) -> None:
-        """``ino`` changed elsewhere: its attributes and map go, and replies to requests
-        sent before now may not bring them back."""
-        self._dropped(ino)
+    def drop_attr(self, ino: int, exempt: int = 0) -> None:
+        """``ino`` changed: its attributes and map go, and replies to requests sent
+        before now may not bring them back (but for the one with ticket ``exempt``)."""
+        self._dropped(ino, exempt)
         self._maps.pop(ino, None)
         self._attrs.pop(ino, None)
 
-    def drop_entry(self, parent: int, name: bytes) -> None:
+    def drop_entry(self, parent: int, name: bytes, exempt: int = 0) -> None:
+        """As :meth:`drop_attr`, for the entry ``name`` in ``parent``."""
         self.changes += 1
-        self._dropped((parent, name))
+        self._dropped((parent, name), exempt)
         self._entries.pop((parent, name), None)
 
     def clear(self) -> None:

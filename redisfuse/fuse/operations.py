@@ -119,8 +119,7 @@ class Operations(pyfuse3.Operations):
         """Attributes for a reply that hands the kernel ``name`` in ``parent`` (and so
         increments the inode's lookup count)."""
         self.known[attr.ino] += 1
-        if self._stale:
-            self._stale.discard(attr.ino)
+        self._stale.discard(attr.ino)
         return self._entry(attr, parent, name)
 
     def _volume_reset(self) -> None:
@@ -134,8 +133,9 @@ class Operations(pyfuse3.Operations):
             handle.stale = True
 
     def _fresh(self, *inodes: int) -> None:
-        """Answer ESTALE for an inode number from before the volume came back."""
-        if not self._stale.isdisjoint(inodes):
+        """Answer ESTALE for an inode number from before the volume came back (the set
+        is empty but for the time after such a comeback)."""
+        if self._stale and not self._stale.isdisjoint(inodes):
             raise pyfuse3.FUSEError(errno.ESTALE)
 
     # -- names and attributes ------------------------------------------------
@@ -146,8 +146,7 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         """Resolve a name; with a negative timeout, "absent" is an entry the kernel caches
         (counted as an ENOENT error all the same, see opstats.py)."""
-        if self._stale:
-            self._fresh(parent_inode)
+        self._fresh(parent_inode)
         cached = self.fs.cached_lookup(parent_inode, name)
         if cached is not None:
             return self._ref(cached, parent_inode, name)
@@ -180,8 +179,7 @@ class Operations(pyfuse3.Operations):
     async def getattr(
         self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        if self._stale:
-            self._fresh(inode)
+        self._fresh(inode)
         cached = self.fs.cached_attr(inode)
         if cached is not None:
             return self._entry(cached)
@@ -197,8 +195,7 @@ class Operations(pyfuse3.Operations):
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
         """chmod, chown, truncate, utimens (UTIME_NOW arrives as a time from pyfuse3)."""
-        if self._stale:
-            self._fresh(inode)
+        self._fresh(inode)
         changes = SetAttr(
             mode=attr.st_mode if fields.update_mode else None,
             uid=attr.st_uid if fields.update_uid else None,
@@ -212,8 +209,7 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def readlink(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> bytes:
-        if self._stale:
-            self._fresh(inode)
+        self._fresh(inode)
         return await self.boundary.on_inode(self.fs.readlink, inode)
 
     @handler
@@ -225,8 +221,7 @@ class Operations(pyfuse3.Operations):
         rdev: int,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        if self._stale:
-            self._fresh(parent_inode)
+        self._fresh(parent_inode)
         attr = await self.boundary.call(
             self.fs.mknod, parent_inode, name, mode, ctx.uid, ctx.gid, rdev
         )
@@ -236,8 +231,7 @@ class Operations(pyfuse3.Operations):
     async def mkdir(
         self, parent_inode: pyfuse3.InodeT, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        if self._stale:
-            self._fresh(parent_inode)
+        self._fresh(parent_inode)
         attr = await self.boundary.call(self.fs.mkdir, parent_inode, name, mode, ctx.uid, ctx.gid)
         return self._ref(attr, parent_inode, name)
 
@@ -245,16 +239,14 @@ class Operations(pyfuse3.Operations):
     async def unlink(
         self, parent_inode: pyfuse3.InodeT, name: bytes, ctx: pyfuse3.RequestContext
     ) -> None:
-        if self._stale:
-            self._fresh(parent_inode)
+        self._fresh(parent_inode)
         await self.boundary.call(self.fs.unlink, parent_inode, name)
 
     @handler
     async def rmdir(
         self, parent_inode: pyfuse3.InodeT, name: bytes, ctx: pyfuse3.RequestContext
     ) -> None:
-        if self._stale:
-            self._fresh(parent_inode)
+        self._fresh(parent_inode)
         await self.boundary.call(self.fs.rmdir, parent_inode, name)
 
     @handler
@@ -265,8 +257,7 @@ class Operations(pyfuse3.Operations):
         target: bytes,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        if self._stale:
-            self._fresh(parent_inode)
+        self._fresh(parent_inode)
         attr = await self.boundary.call(
             self.fs.symlink, parent_inode, name, target, ctx.uid, ctx.gid
         )
@@ -283,8 +274,7 @@ class Operations(pyfuse3.Operations):
         ctx: pyfuse3.RequestContext,
     ) -> None:
         """rename(2) and renameat2 with RENAME_NOREPLACE / RENAME_EXCHANGE."""
-        if self._stale:
-            self._fresh(parent_inode_old, parent_inode_new)
+        self._fresh(parent_inode_old, parent_inode_new)
         await self.boundary.call(
             self.fs.rename, parent_inode_old, name_old, parent_inode_new, name_new, flags
         )
@@ -297,8 +287,7 @@ class Operations(pyfuse3.Operations):
         new_name: bytes,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        if self._stale:
-            self._fresh(inode, new_parent_inode)
+        self._fresh(inode, new_parent_inode)
         attr = await self.boundary.call(self.fs.link, inode, new_parent_inode, new_name)
         return self._ref(attr, new_parent_inode, new_name)
 
@@ -314,8 +303,7 @@ class Operations(pyfuse3.Operations):
     async def open(
         self, inode: pyfuse3.InodeT, flags: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.FileInfo:
-        if self._stale:
-            self._fresh(inode)
+        self._fresh(inode)
         fh, attr = await self.boundary.on_inode(self.fs.open, inode, flags)
         return self._file_info(fh, attr.ino, attr.version)
 
@@ -328,8 +316,7 @@ class Operations(pyfuse3.Operations):
         flags: int,
         ctx: pyfuse3.RequestContext,
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        if self._stale:
-            self._fresh(parent_inode)
+        self._fresh(parent_inode)
         fh, attr = await self.boundary.call(
             self.fs.create, parent_inode, name, mode, flags, ctx.uid, ctx.gid
         )
@@ -366,8 +353,7 @@ class Operations(pyfuse3.Operations):
     async def opendir(
         self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.FileHandleT:
-        if self._stale:
-            self._fresh(inode)
+        self._fresh(inode)
         fh = self._next_dir
         self._next_dir += 1
         self._dirs[fh] = DirHandle(inode)
@@ -393,8 +379,7 @@ class Operations(pyfuse3.Operations):
             if not pyfuse3.readdir_reply(token, entry.name, reply, entry.offset):
                 break
             self.known[entry.ino] += 1  # readdirplus handed the kernel a reference
-            if self._stale:
-                self._stale.discard(entry.ino)
+            self._stale.discard(entry.ino)
 
     @handler
     async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:
@@ -411,8 +396,7 @@ class Operations(pyfuse3.Operations):
     @handler
     async def access(self, inode: pyfuse3.InodeT, mode: int, ctx: pyfuse3.RequestContext) -> bool:
         """The kernel checks permissions (default_permissions); only existence is ours."""
-        if self._stale:
-            self._fresh(inode)
+        self._fresh(inode)
         await self.boundary.call(self.fs.getattr, inode)
         return True
 
@@ -434,8 +418,7 @@ class Operations(pyfuse3.Operations):
             return self.stats_source()
         if name in POSIX_ACL_NAMES:
             raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
-        if self._stale:
-            self._fresh(inode)
+        self._fresh(inode)
         if self.fs.known_without_xattrs(inode):
             # An SELinux label nobody set: "not supported" (which ls remembers for
             # the whole filesystem) rather than "not set" (which it asks per file).
@@ -452,8 +435,7 @@ class Operations(pyfuse3.Operations):
         pyfuse3 cannot enable FUSE_POSIX_ACL, so the kernel would pass them through
         unenforced and never update them on chmod (``cp -a`` would leave stale ones).
         """
-        if self._stale:
-            self._fresh(inode)
+        self._fresh(inode)
         if name in POSIX_ACL_NAMES:
             raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
         if name == _STATS_XATTR and inode == pyfuse3.ROOT_INODE:
@@ -462,14 +444,12 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def listxattr(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> list[bytes]:
-        if self._stale:
-            self._fresh(inode)
+        self._fresh(inode)
         return await self.boundary.call(self.fs.listxattr, inode)
 
     @handler
     async def removexattr(
         self, inode: pyfuse3.InodeT, name: bytes, ctx: pyfuse3.RequestContext
     ) -> None:
-        if self._stale:
-            self._fresh(inode)
+        self._fresh(inode)
         await self.boundary.call(self.fs.removexattr, inode, name)
