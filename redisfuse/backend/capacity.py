@@ -31,6 +31,7 @@ from typing import Any
 
 from .cluster import is_cluster, memory_info
 from .context import Context
+from .health import policies_of
 from .model import StatFs
 
 CACHE_S = 1.0
@@ -119,7 +120,7 @@ class Capacity:
                 self._memory, policies = results[2]
             else:
                 self._memory = results[2]
-                policies = {ctx.address: str(self._memory.get("maxmemory_policy", ""))}
+                policies = policies_of({ctx.address: self._memory})
             self._bytes_then = bytes_now
             self._at = self._policy_at = time.monotonic()
             ctx.health.note_policies(policies)
@@ -142,7 +143,7 @@ class Capacity:
                 _, policies = await memory_info(ctx.client)
             else:
                 memory = await ctx.client.info("memory")
-                policies = {ctx.address: str(memory.get("maxmemory_policy", ""))}
+                policies = policies_of({ctx.address: memory})
         self._policy_at = time.monotonic()
         ctx.health.note_policies(policies)
 

@@ -57,6 +57,7 @@ from redis.exceptions import (
 
 from .counting import RedisTally
 from .deadline import DeadlineBackoff, request_deadline
+from .health import policies_of
 
 log = logging.getLogger(__name__)
 
@@ -285,8 +286,7 @@ async def memory_info(client: Redis) -> tuple[dict[str, int], dict[str, str]]:
     each master's maxmemory-policy (health.py: any one of them may evict keys)."""
     per_node = await masters_info(client, "memory")
     summed = {f: sum(int(node.get(f, 0) or 0) for node in per_node.values()) for f in MEMORY_FIELDS}
-    policies = {name: str(node.get("maxmemory_policy", "")) for name, node in per_node.items()}
-    return summed, policies
+    return summed, policies_of(per_node)
 
 
 async def still_subscribed(node: Redis, client: Redis, channel: str) -> bool:

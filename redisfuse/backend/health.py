@@ -52,6 +52,11 @@ def _where(address: str, node: str) -> str:
     return f"master {node} of Redis at {address}"
 
 
+def policies_of(memory: Mapping[str, Mapping[str, object]]) -> dict[str, str]:
+    """Each server's ``maxmemory_policy`` from its ``INFO memory``, by server name."""
+    return {name: str(info.get("maxmemory_policy", "")) for name, info in memory.items()}
+
+
 def policy_refusal(address: str, policies: Mapping[str, str]) -> str | None:
     """The one line refusing a Redis whose policy (by node) may evict keys, or None."""
     for node, policy in sorted(policies.items()):

@@ -37,7 +37,7 @@ from .connect import RedisOptions, connect, reachability_of, retry_stats
 from .context import Context, now_ns
 from .data import BlockStore, DirtyFile
 from .events import Event
-from .health import policy_refusal
+from .health import policies_of, policy_refusal
 from .keys import ROOT_INO, SPREAD, TAGGED, Keys
 from .lock import Lock
 from .model import (
@@ -116,7 +116,7 @@ async def _check_server(client: Redis, address: str) -> dict[str, str]:
         pipe.info("memory")
         server, memory = await pipe.execute()
         servers = {address: server}
-        policies = {address: str(memory.get("maxmemory_policy", ""))}
+        policies = policies_of({address: memory})
     for info in servers.values():
         version = str(info.get("redis_version", "0"))
         numbers = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
@@ -263,9 +263,7 @@ class Inodes:
     def _writable(self) -> None:
         if self.read_only:
             raise ReadOnly(f"volume {self.keys.volume!r} is open read-only")
-        health = self.ctx.health
-        if health.gone is not None or health.evicting is not None:
-            health.check_writable()
+        self.ctx.health.check_writable()
         if self._fenced and not self.sessions.lease_valid:
             raise FSError(
                 errno.EIO,
